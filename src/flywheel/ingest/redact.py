@@ -1,0 +1,144 @@
+"""Redaction of secrets and PII before anything is stored.
+
+One compiled alternation of named detectors (plus the user's own patterns)
+runs over every string of an event, keys of objects included. Each match
+becomes ``[REDACTED:<detector>]``; card numbers must pass the Luhn check.
+The same walk enforces the longest accepted string and replaces NUL
+characters, which PostgreSQL cannot store, with U+FFFD.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from flywheel.errors import ConfigError
+
+__all__ = ["DETECTORS", "FieldTooLong", "Redactor", "luhn_valid"]
+
+DETECTORS: dict[str, str] = {
+    "private_key": r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+    "jwt": r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+    "bearer_token": r"(?i:\bbearer\s+)[A-Za-z0-9._~+/-]{16,}=*",
+    "api_key": (
+        r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
+        r"|github_pat_[A-Za-z0-9_]{40,}|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}"
+        r"|fw_[A-Za-z0-9_-]{40,}|sk_live_[A-Za-z0-9]{20,}|hf_[A-Za-z0-9]{30,})"
+    ),
+    "credit_card": r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])",
+    "email": r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+    "phone": (
+        r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w-])"
+    ),
+    "ip_address": (
+        r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+        r"(?![\d.])|\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b"
+    ),
+}
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class FieldTooLong(ValueError):
+    def __init__(self, path: str, length: int, limit: int) -> None:
+        super().__init__(f"{path} is {length} characters long; the limit is {limit}")
+        self.path = path
+        self.length = length
+
+
+def luhn_valid(number: str) -> bool:
+    digits = [int(ch) for ch in number if ch.isdigit()]
+    if not 13 <= len(digits) <= 19:
+        return False
+    total = 0
+    for i, digit in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+class Redactor:
+    """Redacts the detectors named in ``detectors`` and the extra ``patterns``."""
+
+    def __init__(
+        self,
+        detectors: Iterable[str],
+        patterns: Mapping[str, str] | None = None,
+        *,
+        max_chars: int = 1_000_000,
+    ) -> None:
+        parts: list[str] = []
+        for name in detectors:
+            if name not in DETECTORS:
+                raise ConfigError(f"unknown redaction detector {name!r}; known: {sorted(DETECTORS)}")
+            parts.append(f"(?P<{name}>{DETECTORS[name]})")
+        for name, pattern in (patterns or {}).items():
+            if not _NAME.match(name) or name in DETECTORS:
+                raise ConfigError(
+                    f"redaction rule name {name!r} must be lower_snake_case and not a built-in"
+                )
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"redaction rule {name!r}: invalid regex: {exc}") from exc
+            parts.append(f"(?P<{name}>{pattern})")
+        self._pattern = re.compile("|".join(parts)) if parts else None
+        self.max_chars = max_chars
+
+    def _replace(self, match: re.Match[str]) -> str:
+        name = match.lastgroup or "secret"
+        if name == "credit_card" and not luhn_valid(match.group()):
+            return match.group()
+        self._count += 1
+        return f"[REDACTED:{name}]"
+
+    def text(self, value: str) -> tuple[str, int]:
+        """Redact one string; returns it and the number of redactions."""
+        self._count = 0
+        return self._text(value, "value"), self._count
+
+    def _text(self, value: str, path: str) -> str:
+        if len(value) > self.max_chars:
+            raise FieldTooLong(path, len(value), self.max_chars)
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        if self._pattern is not None and self._pattern.search(value):
+            value = self._pattern.sub(self._replace, value)
+        return value
+
+    def value(self, value: Any, path: str = "value") -> tuple[Any, int]:
+        """Redact every string inside a JSON-like value; returns it and the count.
+
+        Raises ``FieldTooLong`` naming the path of a string over the limit.
+        """
+        self._count = 0
+        try:
+            return self._walk(value), self._count
+        except FieldTooLong as exc:
+            raise FieldTooLong(path + exc.path, exc.length, self.max_chars) from None
+
+    def _walk(self, value: Any) -> Any:
+        # Paths are built only on the way out of an error, never on the happy path.
+        if isinstance(value, str):
+            return self._text(value, "")
+        if isinstance(value, dict):
+            out = {}
+            for k, v in value.items():
+                try:
+                    out[self._text(k, "") if isinstance(k, str) else k] = self._walk(v)
+                except FieldTooLong as exc:
+                    raise FieldTooLong(f".{k}{exc.path}", exc.length, self.max_chars) from None
+            return out
+        if isinstance(value, list):
+            out_list = []
+            for i, v in enumerate(value):
+                try:
+                    out_list.append(self._walk(v))
+                except FieldTooLong as exc:
+                    raise FieldTooLong(f"[{i}]{exc.path}", exc.length, self.max_chars) from None
+            return out_list
+        return value

@@ -1,0 +1,536 @@
+"""The store: every write and read of records goes through ``Store``.
+
+Writes are bulk and idempotent: rows carry client-generated ids and are
+inserted with ``ON CONFLICT DO NOTHING`` (a task's outcome with a guarded
+upsert), so a replayed batch is recognised and counted, never stored twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, and_, case, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+
+from flywheel.config import Settings
+from flywheel.errors import InvalidInput, NotFound, StoreUnavailable
+from flywheel.records import AgentVersion, AuditEvent, Step, Task, new_id, utcnow
+from flywheel.store import tables as t
+from flywheel.store.engine import WRITE_OPTION, create_store_engine, upgrade_schema
+
+__all__ = ["SCOPES", "ApiKey", "RowBatch", "Store", "WriteResult"]
+
+SCOPES = ("ingest", "review", "admin")
+
+
+@dataclass
+class RowBatch:
+    """Rows ready for insertion, one list per table; built by ``flywheel.ingest``."""
+
+    tasks_started: list[dict[str, Any]] = field(default_factory=list)
+    tasks_finished: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+    corrections: list[dict[str, Any]] = field(default_factory=list)
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(len(rows) for _, rows in self.parts())
+
+    def parts(self) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        yield "tasks_started", self.tasks_started
+        yield "tasks_finished", self.tasks_finished
+        yield "steps", self.steps
+        yield "feedback", self.feedback
+        yield "corrections", self.corrections
+        yield "annotations", self.annotations
+
+
+@dataclass
+class WriteResult:
+    stored: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class ApiKey:
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+_INSERT_TABLES: dict[str, Table] = {
+    "tasks_started": t.tasks,
+    "steps": t.steps,
+    "feedback": t.feedback,
+    "corrections": t.corrections,
+    "annotations": t.annotations,
+}
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Store:
+    """A handle on one database. Thread-safe; open one per process and share it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, *, url: str | None = None) -> Store:
+        settings = settings or Settings()
+        engine = create_store_engine(
+            url or settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
+        store = cls(engine)
+        if settings.auto_migrate:
+            store.upgrade()
+        return store
+
+    def upgrade(self) -> None:
+        try:
+            upgrade_schema(self.engine)
+        except OperationalError as exc:
+            raise StoreUnavailable(
+                f"cannot reach the database at {self.engine.url.render_as_string()}: {exc.orig}",
+                hint="check FLYWHEEL_DATABASE_URL and that the database server is running",
+            ) from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    # ------------------------------------------------------------- writes
+
+    def write_batches(self, batches: Sequence[RowBatch]) -> list[WriteResult]:
+        """Insert several batches in one transaction; one result per batch.
+
+        When this returns, every row is committed. An id seen twice (in the
+        store already, or earlier in these batches) counts as a duplicate.
+        """
+        results = [WriteResult() for _ in batches]
+        with self._writing() as conn:
+            for part, table in _INSERT_TABLES.items():
+                self._insert_new(conn, table, part, batches, results)
+            self._finish_tasks(conn, batches, results)
+        return results
+
+    def write_batch(self, batch: RowBatch) -> WriteResult:
+        return self.write_batches([batch])[0]
+
+    def _insert_new(
+        self,
+        conn: Connection,
+        table: Table,
+        part: str,
+        batches: Sequence[RowBatch],
+        results: list[WriteResult],
+    ) -> None:
+        rows: dict[str, dict[str, Any]] = {}
+        for batch in batches:
+            for row in getattr(batch, part):
+                rows.setdefault(row["id"], row)
+        if not rows:
+            return
+        stmt = self._insert(table).on_conflict_do_nothing(index_elements=["id"])
+        stored = set(conn.execute(stmt.returning(table.c.id), list(rows.values())).scalars())
+        for batch, result in zip(batches, results, strict=True):
+            for row in getattr(batch, part):
+                if row["id"] in stored:
+                    stored.discard(row["id"])
+                    result.stored += 1
+                else:
+                    result.duplicates += 1
+
+    def _finish_tasks(
+        self, conn: Connection, batches: Sequence[RowBatch], results: list[WriteResult]
+    ) -> None:
+        rows: dict[str, dict[str, Any]] = {}
+        for batch in batches:
+            for row in batch.tasks_finished:
+                rows.setdefault(row["id"], row)
+        if not rows:
+            return
+        stmt = self._insert(t.tasks)
+        excluded = stmt.excluded
+        c = t.tasks.c
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "output": excluded.output,
+                "success": excluded.success,
+                "confidence": excluded.confidence,
+                "error": excluded.error,
+                "ended_at": excluded.ended_at,
+                "duration_ms": excluded.duration_ms,
+                "input": func.coalesce(c.input, excluded.input),
+                "agent_version": func.coalesce(c.agent_version, excluded.agent_version),
+                "metadata": excluded.metadata,
+                # A finished event repeats the input; count its redactions once.
+                "redactions": case(
+                    (excluded.input.is_(None), c.redactions + excluded.redactions),
+                    else_=excluded.redactions,
+                ),
+            },
+            where=c.ended_at.is_(None),
+        ).returning(c.id)
+        stored: set[str] = set()
+        # One statement per row: PostgreSQL refuses an upsert touching a row twice,
+        # and an outcome is a small share of the events.
+        for row in rows.values():
+            stored.update(conn.execute(stmt, row).scalars())
+        for batch, result in zip(batches, results, strict=True):
+            for row in batch.tasks_finished:
+                if row["id"] in stored:
+                    stored.discard(row["id"])
+                    result.stored += 1
+                else:
+                    result.duplicates += 1
+
+    # -------------------------------------------------------------- tasks
+
+    def get_task(self, task_id: str) -> Task:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.tasks).where(t.tasks.c.id == task_id)).mappings().first()
+            if row is None:
+                raise NotFound(f"task {task_id!r} not found")
+            step_rows = conn.execute(
+                select(t.steps)
+                .where(t.steps.c.task_id == task_id)
+                .order_by(t.steps.c.seq, t.steps.c.started_at, t.steps.c.id)
+            ).mappings()
+            steps = [_step(r) for r in step_rows]
+            labels = {
+                name: [
+                    _label(r)
+                    for r in conn.execute(
+                        select(table).where(table.c.task_id == task_id).order_by(table.c.at)
+                    ).mappings()
+                ]
+                for name, table in (
+                    ("feedback", t.feedback),
+                    ("corrections", t.corrections),
+                    ("annotations", t.annotations),
+                )
+            }
+        task = _task(row)
+        task.steps = steps
+        task.redactions += sum(s.redactions for s in steps)
+        task.feedback = labels["feedback"]
+        task.corrections = labels["corrections"]
+        task.annotations = labels["annotations"]
+        return task
+
+    def task_exists(self, task_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(select(t.tasks.c.id).where(t.tasks.c.id == task_id)).first()
+                is not None
+            )
+
+    def list_tasks(
+        self,
+        *,
+        workload: str | None = None,
+        session_id: str | None = None,
+        agent_version: str | None = None,
+        success: bool | None = None,
+        finished: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Task], str | None]:
+        """Newest first, ``limit`` at a time; returns the tasks and the next page's cursor."""
+        if not 1 <= limit <= 1000:
+            raise InvalidInput(f"limit must be between 1 and 1000, not {limit}")
+        c = t.tasks.c
+        query = select(t.tasks)
+        conditions = []
+        if workload is not None:
+            conditions.append(c.workload == workload)
+        if session_id is not None:
+            conditions.append(c.session_id == session_id)
+        if agent_version is not None:
+            conditions.append(c.agent_version == agent_version)
+        if success is not None:
+            conditions.append(c.success.is_(success))
+        if finished is not None:
+            conditions.append(c.ended_at.is_not(None) if finished else c.ended_at.is_(None))
+        if since is not None:
+            conditions.append(c.started_at >= since)
+        if until is not None:
+            conditions.append(c.started_at < until)
+        if cursor:
+            at, task_id = _decode_cursor(cursor)
+            conditions.append(or_(c.started_at < at, and_(c.started_at == at, c.id < task_id)))
+        query = query.where(*conditions).order_by(c.started_at.desc(), c.id.desc()).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(query).mappings())
+        tasks = [_task(r) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = tasks[-1]
+            next_cursor = f"{last.started_at.isoformat()}|{last.id}"
+        return tasks, next_cursor
+
+    def stats(self, workload: str | None = None) -> dict[str, Any]:
+        """Counts per workload: tasks, outcomes, steps by kind, human signals."""
+        c = t.tasks.c
+        where = [c.workload == workload] if workload else []
+        with self.engine.connect() as conn:
+            per_workload = conn.execute(
+                select(
+                    c.workload,
+                    func.count(),
+                    func.count(c.ended_at),
+                    func.sum(case((c.success.is_(True), 1), else_=0)),
+                    func.sum(case((c.success.is_(False), 1), else_=0)),
+                    func.avg(c.duration_ms),
+                    func.count(func.distinct(c.session_id)),
+                    func.max(c.started_at),
+                )
+                .where(*where)
+                .group_by(c.workload)
+                .order_by(c.workload)
+            ).all()
+            step_query = select(t.steps.c.kind, func.count()).group_by(t.steps.c.kind)
+            label_counts = {}
+            if workload:
+                ids = select(c.id).where(c.workload == workload)
+                step_query = step_query.where(t.steps.c.task_id.in_(ids))
+            for name, table in (
+                ("feedback", t.feedback),
+                ("corrections", t.corrections),
+                ("annotations", t.annotations),
+            ):
+                q = select(func.count()).select_from(table)
+                if workload:
+                    q = q.where(table.c.task_id.in_(select(c.id).where(c.workload == workload)))
+                label_counts[name] = conn.execute(q).scalar_one()
+            steps = dict(conn.execute(step_query).tuples().all())
+        workloads = []
+        for name, n, finished, ok, failed, avg_ms, sessions, last in per_workload:
+            workloads.append(
+                {
+                    "workload": name,
+                    "tasks": n,
+                    "finished": finished,
+                    "succeeded": ok or 0,
+                    "failed": failed or 0,
+                    "success_rate": (ok or 0) / finished if finished else None,
+                    "avg_duration_ms": float(avg_ms) if avg_ms is not None else None,
+                    "sessions": sessions,
+                    "last_task_at": _aware(last).isoformat() if last else None,
+                }
+            )
+        return {
+            "tasks": sum(w["tasks"] for w in workloads),
+            "workloads": workloads,
+            "steps": {kind: steps.get(kind, 0) for kind in sorted(steps)},
+            **label_counts,
+        }
+
+    # --------------------------------------------------------------- keys
+
+    def create_key(self, name: str, scopes: Iterable[str]) -> tuple[str, ApiKey]:
+        """Create an API key; returns the secret (shown once) and its record."""
+        scopes = sorted(set(scopes))
+        bad = [s for s in scopes if s not in SCOPES]
+        if bad or not scopes:
+            raise InvalidInput(f"scopes must be some of {list(SCOPES)}, got {scopes}")
+        secret = "fw_" + secrets.token_urlsafe(32)
+        record = ApiKey(
+            id=new_id(),
+            name=name,
+            prefix=secret[:10],
+            scopes=scopes,
+            created_at=utcnow(),
+            revoked_at=None,
+        )
+        with self._writing() as conn:
+            conn.execute(
+                t.api_keys.insert(),
+                {**record.__dict__, "key_hash": hash_key(secret)},
+            )
+            self._audit(conn, "cli", "key.create", "api_key", record.id, {"scopes": scopes})
+        return secret, record
+
+    def list_keys(self) -> list[ApiKey]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.api_keys).order_by(t.api_keys.c.created_at)
+            ).mappings()
+            return [_key(r) for r in rows]
+
+    def revoke_key(self, key_id_or_prefix: str, *, actor: str = "cli") -> ApiKey:
+        c = t.api_keys.c
+        with self._writing() as conn:
+            rows = conn.execute(
+                select(t.api_keys).where(
+                    or_(c.id == key_id_or_prefix, c.prefix == key_id_or_prefix)
+                )
+            ).mappings().all()
+            if not rows:
+                raise NotFound(f"no API key with id or prefix {key_id_or_prefix!r}")
+            if len(rows) > 1:
+                raise InvalidInput(f"{key_id_or_prefix!r} matches several keys; give the id")
+            key = _key(rows[0])
+            if key.revoked_at is None:
+                key.revoked_at = utcnow()
+                conn.execute(update(t.api_keys).where(c.id == key.id).values(revoked_at=key.revoked_at))
+                self._audit(conn, actor, "key.revoke", "api_key", key.id, {})
+        return key
+
+    def find_key(self, secret: str) -> ApiKey | None:
+        """The active key with this secret, or None."""
+        c = t.api_keys.c
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.api_keys).where(c.key_hash == hash_key(secret), c.revoked_at.is_(None))
+            ).mappings().first()
+        return _key(row) if row else None
+
+    # ------------------------------------------------------ agent versions
+
+    def stable_version(self, workload: str) -> AgentVersion | None:
+        """The version that serves ``workload`` now, if one is deployed."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.agent_versions)
+                .join(t.deployments, t.deployments.c.stable_version == t.agent_versions.c.id)
+                .where(t.deployments.c.workload == workload)
+            ).mappings().first()
+        return AgentVersion(**row) if row else None
+
+    # -------------------------------------------------------------- audit
+
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        record_type: str,
+        record_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        with self._writing() as conn:
+            self._audit(conn, actor, action, record_type, record_id, details or {})
+
+    def _audit(
+        self,
+        conn: Connection,
+        actor: str,
+        action: str,
+        record_type: str,
+        record_id: str | None,
+        details: dict[str, Any],
+    ) -> None:
+        conn.execute(
+            t.audit_events.insert(),
+            {
+                "id": new_id(),
+                "at": utcnow(),
+                "actor": actor,
+                "action": action,
+                "record_type": record_type,
+                "record_id": record_id,
+                "details": details,
+            },
+        )
+
+    def audit_events(self, record_type: str | None = None, limit: int = 100) -> list[AuditEvent]:
+        query = select(t.audit_events).order_by(t.audit_events.c.at.desc()).limit(limit)
+        if record_type:
+            query = query.where(t.audit_events.c.record_type == record_type)
+        with self.engine.connect() as conn:
+            return [AuditEvent(**r) for r in conn.execute(query).mappings()]
+
+
+# ------------------------------------------------------------ row -> record
+
+
+def _task(row: Any) -> Task:
+    return Task(
+        id=row["id"],
+        workload=row["workload"],
+        session_id=row["session_id"],
+        agent_version=row["agent_version"],
+        input=row["input"],
+        output=row["output"],
+        success=row["success"],
+        confidence=row["confidence"],
+        error=row["error"],
+        started_at=_aware(row["started_at"]),
+        ended_at=_aware(row["ended_at"]),
+        duration_ms=row["duration_ms"],
+        metadata=row["metadata"] or {},
+        redactions=row["redactions"],
+    )
+
+
+def _step(row: Any) -> Step:
+    return Step(
+        id=row["id"],
+        task_id=row["task_id"],
+        seq=row["seq"],
+        kind=row["kind"],
+        name=row["name"],
+        started_at=_aware(row["started_at"]),
+        ended_at=_aware(row["ended_at"]),
+        latency_ms=row["latency_ms"],
+        error=row["error"],
+        data=row["data"],
+        redactions=row["redactions"],
+    )
+
+
+def _label(row: Any) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k not in ("ingested_at",)}
+    out["at"] = _aware(out["at"])
+    return out
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        scopes=list(row["scopes"]),
+        created_at=_aware(row["created_at"]),
+        revoked_at=_aware(row["revoked_at"]),
+    )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every time we store is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, task_id = cursor.split("|", 1)
+        return datetime.fromisoformat(at), task_id
+    except ValueError as exc:
+        raise InvalidInput(f"cursor {cursor!r} is not one this server handed out") from exc

@@ -1,0 +1,179 @@
+"""The schema: one SQLAlchemy Core table per record kind.
+
+Rows never leave ``flywheel.store``; callers get records (``flywheel.records``).
+Alembic migrations in ``migrations/`` create exactly this schema (a test
+compares them). JSON columns are JSONB on PostgreSQL and TEXT on SQLite.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+Time = DateTime(timezone=True)
+ID = String(200)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("workload", String(200), nullable=False),
+    Column("session_id", ID, nullable=False),
+    Column("agent_version", ID),
+    Column("input", Json),
+    Column("output", Json),
+    Column("success", Boolean),
+    Column("confidence", Float),
+    Column("error", Text),
+    Column("started_at", Time, nullable=False),
+    Column("ended_at", Time),
+    Column("duration_ms", Float),
+    Column("metadata", Json),
+    Column("redactions", Integer, nullable=False, default=0),
+    Column("ingested_at", Time, nullable=False),
+    Index(None, "workload", "started_at"),
+    Index(None, "workload", "success", "started_at"),
+    Index(None, "agent_version", "started_at"),
+    Index(None, "session_id"),
+    Index(None, "ingested_at"),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("task_id", ID, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("name", String(200)),
+    Column("started_at", Time, nullable=False),
+    Column("ended_at", Time),
+    Column("latency_ms", Float),
+    Column("error", Text),
+    Column("data", Json, nullable=False),
+    Column("redactions", Integer, nullable=False, default=0),
+    Column("ingested_at", Time, nullable=False),
+    Index(None, "task_id", "seq"),
+    Index(None, "kind", "name"),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("task_id", ID, nullable=False),
+    Column("thumbs", Integer),
+    Column("rating", Integer),
+    Column("comment", Text),
+    Column("edited", Boolean, nullable=False, default=False),
+    Column("edited_output", Json),
+    Column("retried", Boolean, nullable=False, default=False),
+    Column("abandoned", Boolean, nullable=False, default=False),
+    Column("source", String(200), nullable=False),
+    Column("at", Time, nullable=False),
+    Column("redactions", Integer, nullable=False, default=0),
+    Column("ingested_at", Time, nullable=False),
+    Index(None, "task_id"),
+    Index(None, "at"),
+)
+
+corrections = Table(
+    "corrections",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("task_id", ID, nullable=False),
+    Column("output", Json),
+    Column("tool_calls", Json),
+    Column("author", String(200), nullable=False),
+    Column("at", Time, nullable=False),
+    Column("redactions", Integer, nullable=False, default=0),
+    Column("ingested_at", Time, nullable=False),
+    Index(None, "task_id"),
+    Index(None, "at"),
+)
+
+annotations = Table(
+    "annotations",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("task_id", ID, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("data", Json, nullable=False),
+    Column("author", String(200), nullable=False),
+    Column("at", Time, nullable=False),
+    Column("redactions", Integer, nullable=False, default=0),
+    Column("ingested_at", Time, nullable=False),
+    Index(None, "task_id"),
+    Index(None, "kind", "at"),
+)
+
+agent_versions = Table(
+    "agent_versions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("workload", String(200), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("parent_id", ID),
+    Column("config", Json, nullable=False),
+    Column("dataset_id", ID),
+    Column("strategy", String(200)),
+    Column("created_at", Time, nullable=False),
+    Index(None, "workload", "number", unique=True),
+)
+
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("workload", String(200), primary_key=True),
+    Column("stable_version", ID, nullable=False),
+    Column("canary_version", ID),
+    Column("canary_share", Float, nullable=False, default=0.0),
+    Column("updated_at", Time, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(20), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("scopes", Json, nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("revoked_at", Time),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("at", Time, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("record_type", String(100), nullable=False),
+    Column("record_id", ID),
+    Column("details", Json, nullable=False),
+    Index(None, "record_type", "record_id"),
+    Index(None, "at"),
+)
