@@ -177,6 +177,10 @@ class Store:
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"],
             set_={
+                # The outcome's identity wins over a stub made from a child span.
+                "workload": excluded.workload,
+                "session_id": excluded.session_id,
+                "started_at": excluded.started_at,
                 "output": excluded.output,
                 "success": excluded.success,
                 "confidence": excluded.confidence,

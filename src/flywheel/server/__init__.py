@@ -1,0 +1,8 @@
+"""The HTTP server: FastAPI routers over the stages, and no business logic.
+
+``create_app(settings)`` builds the app; ``flywheel serve`` runs it with uvicorn.
+"""
+
+from flywheel.server.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,126 @@
+"""The FastAPI application: wiring only; the work is done by the stages."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+from flywheel import __version__
+from flywheel.config import Settings
+from flywheel.errors import FlywheelError
+from flywheel.ingest import IngestResult, Ingestor
+from flywheel.server import ingest, tasks
+from flywheel.server.auth import require
+from flywheel.server.schemas import EventBatch
+from flywheel.store import ApiKey, Store
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class ServerMetrics:
+    """Prometheus series of one server process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "flywheel_ingested_events",
+            "Events received, by route and result",
+            ["route", "result"],
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "flywheel_writer_pending_rows", "Rows waiting for the group commit", registry=self.registry
+        )
+
+    def record_ingest(self, route: str, result: IngestResult) -> None:
+        self.events.labels(route, "stored").inc(result.stored)
+        self.events.labels(route, "duplicate").inc(result.duplicates)
+        self.events.labels(route, "rejected").inc(len(result.rejected))
+
+
+def create_app(
+    settings: Settings | None = None, *, store: Store | None = None, auth: bool = True
+) -> FastAPI:
+    """The server app. ``auth=False`` is for loopback development only (the CLI enforces it)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.store = store or Store.open(settings)
+        app.state.ingestor = Ingestor(app.state.store, settings, group_commit=True)
+        yield
+        app.state.ingestor.close()
+        if store is None:
+            app.state.store.close()
+
+    app = FastAPI(
+        title="data-flywheel",
+        version=__version__,
+        description="Collect agent traces, curate them, improve the agent, measure, repeat.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.auth = auth
+    app.state.metrics = ServerMetrics()
+
+    @app.exception_handler(FlywheelError)
+    async def _flywheel_error(request: Request, exc: FlywheelError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc)
+        body: dict[str, Any] = {"type": type(exc).__name__, "message": exc.message}
+        if exc.hint:
+            body["hint"] = exc.hint
+        return JSONResponse({"error": body}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+        ]
+        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        return JSONResponse(
+            {"error": {"type": "InvalidInput", "message": message, "problems": problems}},
+            status_code=400,
+        )
+
+    @app.get("/healthz", summary="Liveness and database reachability (no key needed)")
+    def healthz(request: Request) -> dict[str, str]:
+        from sqlalchemy import text
+
+        with request.app.state.store.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    def metrics(
+        request: Request, key: Annotated[ApiKey, Depends(require("ingest", "review"))]
+    ) -> Response:
+        state = request.app.state
+        state.metrics.pending.set(state.ingestor.writer.pending_rows)
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(ingest.router)
+    app.include_router(tasks.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            batch = EventBatch.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(batch.pop("$defs", {}))
+            components["EventBatch"] = batch
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,92 @@
+"""Request and response bodies of the HTTP API (pydantic, so they appear in /openapi.json)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flywheel.records import (
+    AgentVersion,
+    AnnotationBody,
+    CorrectedToolCall,
+    Event,
+    Task,
+)
+
+
+class EventBatch(BaseModel):
+    """``POST /v1/events``: up to ``FLYWHEEL_MAX_BATCH_EVENTS`` events (a bare array also works)."""
+
+    events: list[Event]
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(description="position of the event in the batch")
+    id: str | None
+    field: str = Field(description="where the problem is, e.g. 'started_at' or 'messages.0'")
+    message: str
+
+
+class IngestResponse(BaseModel):
+    received: int
+    accepted: int = Field(description="stored + duplicates: these are committed")
+    stored: int = Field(description="new events committed by this request")
+    duplicates: int = Field(description="events already stored (a retried batch)")
+    rejected: list[RejectedEvent]
+
+
+class TaskList(BaseModel):
+    tasks: list[Task]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = Field(None, description="client-generated id, for idempotent retries")
+    thumbs: Literal[-1, 1] | None = None
+    rating: int | None = Field(None, ge=1, le=5)
+    comment: str | None = None
+    edited: bool = False
+    edited_output: Any = None
+    retried: bool = False
+    abandoned: bool = False
+    at: datetime | None = None
+
+
+class CorrectionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    output: Any = None
+    tool_calls: list[CorrectedToolCall] | None = None
+    at: datetime | None = None
+
+
+class AnnotationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    annotation: AnnotationBody
+    at: datetime | None = None
+
+
+class LabelResponse(BaseModel):
+    id: str
+    task_id: str
+    stored: bool = Field(description="false when this id was stored before (a retry)")
+
+
+class AgentConfigResponse(BaseModel):
+    workload: str
+    session_id: str | None
+    version: AgentVersion | None = Field(description="null when no version is deployed yet")
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    hint: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
