@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -33,6 +32,7 @@ __all__ = [
     "MAX_CLOCK_SKEW",
     "Adoption",
     "AgentVersion",
+    "AnnotationBody",
     "AnnotationEvent",
     "AnnotationKind",
     "AuditEvent",
@@ -75,11 +75,9 @@ def utcnow() -> datetime:
 def new_id() -> str:
     """A UUIDv7 as a string: time-ordered, so ids sort by creation and index well."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+    rand = os.urandom(10).hex()
+    x = f"{ms:012x}7{rand[:3]}{'89ab'[int(rand[3], 16) & 3]}{rand[4:19]}"
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def _aware_and_not_future(value: datetime) -> datetime:
@@ -158,7 +156,7 @@ class TaskFinishedEvent(_Strict):
     started_at: Timestamp
     ended_at: Timestamp
     output: Any = None
-    success: bool
+    success: bool | None = Field(description="None when the outcome is unknown")
     confidence: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     error: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -179,6 +177,7 @@ class _StepEvent(_Strict):
     seq: Annotated[int, Field(ge=0)] = 0
     started_at: Timestamp
     ended_at: Timestamp | None = None
+    error: str | None = None
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> _StepEvent:
@@ -196,7 +195,6 @@ class LLMCallEvent(_StepEvent):
     input_tokens: Annotated[int, Field(ge=0)] | None = None
     output_tokens: Annotated[int, Field(ge=0)] | None = None
     cost: Annotated[float, Field(ge=0.0)] | None = None
-    error: str | None = None
 
 
 class ToolCallEvent(_StepEvent):
@@ -204,7 +202,6 @@ class ToolCallEvent(_StepEvent):
     name: Name
     arguments: Any = None
     output: Any = None
-    error: str | None = None
     attempt: Annotated[int, Field(ge=1)] = 1
     fallback: bool = False
 
@@ -214,7 +211,6 @@ class FileAccessEvent(_StepEvent):
     path: Annotated[str, Field(min_length=1, max_length=4096)]
     mode: Literal["read", "write", "modify"]
     bytes: Annotated[int, Field(ge=0)] | None = None
-    error: str | None = None
 
 
 class ReasoningEvent(_StepEvent):
