@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         0.5, gt=0, description="Seconds between background flushes of the SDK's queue."
     )
     sdk_timeout: float = Field(10.0, gt=0, description="HTTP timeout of one SDK request, seconds.")
+    auth: bool = Field(
+        True,
+        description="Require an API key on every endpoint but /healthz. Can be turned off "
+        "only for a server listening on a loopback address.",
+    )
     host: str = Field("127.0.0.1", description="Address `flywheel serve` listens on.")
     port: int = Field(8420, ge=1, le=65535, description="Port `flywheel serve` listens on.")
 

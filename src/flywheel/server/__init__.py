@@ -3,6 +3,6 @@
 ``create_app(settings)`` builds the app; ``flywheel serve`` runs it with uvicorn.
 """
 
-from flywheel.server.app import create_app
+from flywheel.server.app import check_bind, create_app
 
-__all__ = ["create_app"]
+__all__ = ["check_bind", "create_app"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,14 +16,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from flywheel import __version__
 from flywheel.config import Settings
-from flywheel.errors import FlywheelError
+from flywheel.errors import ConfigError, FlywheelError
 from flywheel.ingest import IngestResult, Ingestor
 from flywheel.server import ingest, tasks
 from flywheel.server.auth import require
 from flywheel.server.schemas import EventBatch
 from flywheel.store import ApiKey, Store
 
-__all__ = ["create_app"]
+__all__ = ["check_bind", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,26 @@ class ServerMetrics:
         self.events.labels(route, "rejected").inc(len(result.rejected))
 
 
-def create_app(
-    settings: Settings | None = None, *, store: Store | None = None, auth: bool = True
-) -> FastAPI:
-    """The server app. ``auth=False`` is for loopback development only (the CLI enforces it)."""
+def check_bind(host: str, auth: bool) -> None:
+    """Refuse to serve without authentication anywhere but on a loopback address."""
+    if auth:
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ConfigError(
+            f"refusing to serve without authentication on {host}",
+            hint="create a key with 'flywheel keys create --scope ingest' and drop --no-auth, "
+            "or listen on 127.0.0.1",
+        )
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    """The server app (``uvicorn --factory flywheel.server.app:create_app`` works too)."""
     settings = settings or Settings()
+    check_bind(settings.host, settings.auth)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,7 +86,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.auth = auth
+    app.state.auth = settings.auth
     app.state.metrics = ServerMetrics()
 
     @app.exception_handler(FlywheelError)

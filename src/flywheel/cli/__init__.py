@@ -1,0 +1,44 @@
+"""The ``flywheel`` command: a thin layer over the stages' functions.
+
+Each command group is a module; errors become a message that says what to do
+next and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from flywheel.cli import data, demo, keys, serve
+from flywheel.cli.common import console
+from flywheel.errors import FlywheelError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="flywheel",
+    help="data-flywheel: log your agent, curate its traffic, improve it, measure, repeat.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("serve")(serve.serve)
+app.add_typer(serve.db_app, name="db")
+app.add_typer(keys.app, name="keys")
+app.add_typer(data.tasks_app, name="tasks")
+app.command("stats")(data.stats)
+app.command("import")(data.import_)
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except FlywheelError as exc:
+        console(stderr=True).print(f"[red]error:[/red] {exc.message}", highlight=False)
+        if exc.hint:
+            console(stderr=True).print(f"[yellow]what to do:[/yellow] {exc.hint}", highlight=False)
+        sys.exit(2 if exc.status < 500 else 1)
