@@ -332,7 +332,7 @@ class Store:
                 if workload:
                     q = q.where(table.c.task_id.in_(select(c.id).where(c.workload == workload)))
                 label_counts[name] = conn.execute(q).scalar_one()
-            steps = dict(conn.execute(step_query).tuples().all())
+            steps = {kind: n for kind, n in conn.execute(step_query)}
         workloads = []
         for name, n, finished, ok, failed, avg_ms, sessions, last in per_workload:
             workloads.append(

@@ -1,0 +1,1 @@
+"""Capture from frameworks agents already use (each behind its own extra)."""
