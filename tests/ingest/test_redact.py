@@ -1,0 +1,101 @@
+"""Property tests of redaction: secrets never survive, ordinary text is untouched."""
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flywheel.config import PII_DETECTORS, SECRET_DETECTORS
+from flywheel.errors import ConfigError
+from flywheel.ingest.redact import FieldTooLong, Redactor, luhn_valid
+
+SECRETS = Redactor(SECRET_DETECTORS)
+EVERYTHING = Redactor(SECRET_DETECTORS + PII_DETECTORS)
+
+
+def _luhn_complete(prefix: str) -> str:
+    for check in "0123456789":
+        if luhn_valid(prefix + check):
+            return prefix + check
+    raise AssertionError
+
+
+cards = st.text("0123456789", min_size=14, max_size=14).map(lambda p: _luhn_complete("4" + p))
+words = st.text(st.characters(whitelist_categories=("Ll", "Lu"), max_codepoint=0x24F), min_size=0, max_size=30)
+
+
+@given(before=words, after=words, card=cards, sep=st.sampled_from(["", " ", "-"]))
+def test_a_valid_card_number_never_survives(before, after, card, sep):
+    spaced = sep.join(card[i : i + 4] for i in range(0, 16, 4))
+    text, n = SECRETS.text(f"{before} {spaced} {after}")
+    assert card not in text.replace(" ", "").replace("-", "")
+    assert "[REDACTED:credit_card]" in text
+    assert n == 1
+
+
+def test_digit_runs_that_fail_luhn_are_kept():
+    text, n = SECRETS.text("order 4111111111111112 shipped")
+    assert (text, n) == ("order 4111111111111112 shipped", 0)
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Nd", "Cs")), max_size=200))
+def test_text_without_secrets_is_unchanged(text):
+    out, n = SECRETS.text(text)
+    if n == 0:
+        assert out == text.replace("\x00", "\ufffd")
+
+
+@given(key=st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=24, max_size=60))
+@settings(max_examples=50)
+def test_api_keys_of_known_vendors_are_redacted(key):
+    for secret in (f"sk-{key}", f"ghp_{key}{key}", f"sk-ant-{key}"):
+        out, _ = SECRETS.value({"headers": [f"key={secret};"]})
+        assert secret not in str(out)
+
+
+def test_pii_detectors_are_opt_in():
+    text = "mail ada@example.org or call +44 20 7946 0958 from 192.168.1.20"
+    assert SECRETS.text(text) == (text, 0)
+    out, n = EVERYTHING.text(text)
+    assert out == "mail [REDACTED:email] or call [REDACTED:phone] from [REDACTED:ip_address]"
+    assert n == 3
+
+
+def test_jwt_and_private_key_blocks():
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----"
+    out, n = SECRETS.text(f"token {jwt} and\n{pem}\nend")
+    assert out == "token [REDACTED:jwt] and\n[REDACTED:private_key]\nend"
+    assert n == 2
+
+
+def test_custom_patterns_and_their_names():
+    redactor = Redactor([], {"employee_id": r"EMP-\d{6}"})
+    assert redactor.text("ask EMP-123456 now") == ("ask [REDACTED:employee_id] now", 1)
+    with pytest.raises(ConfigError, match="invalid regex"):
+        Redactor([], {"broken": "("})
+    with pytest.raises(ConfigError, match="lower_snake_case"):
+        Redactor([], {"Bad Name": "x"})
+    with pytest.raises(ConfigError, match="unknown redaction detector"):
+        Redactor(["telepathy"])
+
+
+def test_keys_of_objects_are_redacted_too():
+    out, n = SECRETS.value({"sk-abcdefghijklmnopqrstuvwx": 1})
+    assert out == {"[REDACTED:api_key]": 1} and n == 1
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+                    max_leaves=20))
+def test_structure_is_preserved(value):
+    out, _ = SECRETS.value(value)
+    shape = lambda v: (type(v).__name__, len(v)) if isinstance(v, list | dict) else type(v).__name__  # noqa: E731
+    assert shape(out) == shape(value)
+
+
+def test_too_long_string_names_its_path():
+    redactor = Redactor([], max_chars=10)
+    with pytest.raises(FieldTooLong, match=re.escape("output.rows[1] is 11 characters")):
+        redactor.value({"rows": ["ok", "x" * 11]}, "output")
