@@ -13,10 +13,12 @@ Guarantees, in the order they matter to an agent:
    when the server answers again; a spool left by a crashed process is
    adopted and replayed by the next one.
 3. Memory is bounded. Above ``sdk_queue_size`` queued events the flusher
-   spills the oldest to the spool instead of waiting for the network. Only if
-   the queue reaches twice that size (the disk cannot keep up either) are the
-   oldest events dropped; every drop is counted in ``stats()['dropped']`` and
-   logged, never silent.
+   spills the oldest to the spool instead of waiting for the network. If the
+   agent outruns the flusher and the queue reaches twice that size, the
+   agent's own thread writes the oldest ``sdk_queue_size`` events to the spool
+   in one file (about a microsecond per event). Events are dropped only when
+   the disk refuses them (full, unwritable): oldest first, each one counted in
+   ``stats()['dropped']`` and logged, never silent.
 4. Replays are safe: events carry ids, and the server stores each id once.
 """
 
@@ -100,6 +102,7 @@ class Spool:
         self._lock_file = open(self.dir / ".lock", "w")  # noqa: SIM115 - held for the process's life
         fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._seq = 0
+        self._append_lock = threading.Lock()  # the flusher and an overflowing agent thread
         self._adopted: list[tuple[Path, Any]] = []
         self.adopt_orphans()
 
@@ -121,11 +124,12 @@ class Spool:
 
     def append(self, body: bytes, events: int) -> None:
         """Store one batch; the file name records when, in what order, and how many events."""
-        self._seq += 1
-        path = self.dir / f"{time.time_ns():020d}-{self._seq:08d}-{events}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(body)
-        os.replace(tmp, path)
+        with self._append_lock:
+            self._seq += 1
+            path = self.dir / f"{time.time_ns():020d}-{self._seq:08d}-{events}.json"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(body)
+            os.replace(tmp, path)
 
     def oldest(self) -> Path | None:
         for folder in self._folders():
@@ -213,24 +217,23 @@ class Pipeline:
         size = len(queue)
         if size >= self.batch_size:
             if size >= 2 * self.queue_size:
-                self._drop_oldest()
+                self._overflow()
             self._wake.set()
 
-    def _drop_oldest(self) -> None:
-        dropped = 0
+    def _overflow(self) -> None:
+        """The agent outran the flusher: move the oldest events to disk from here."""
+        batch = []
         while len(self.queue) > self.queue_size:
             try:
-                self.queue.popleft()
+                batch.append(self.queue.popleft())
             except IndexError:
                 break
-            dropped += 1
-        self.counts["dropped"] += dropped
-        log.error(
-            "flywheel: dropped %d events: the queue reached %d and neither the server nor the "
-            "disk spool kept up",
-            dropped,
-            2 * self.queue_size,
-        )
+        try:
+            self.spool.append(encode_batch(batch), len(batch))
+            self.counts["spooled"] += len(batch)
+        except OSError as exc:
+            self.counts["dropped"] += len(batch)
+            log.error("flywheel: dropped %d events: the queue is full and the spool refused them: %s", len(batch), exc)
 
     # ------------------------------------------------------ flusher side
 
