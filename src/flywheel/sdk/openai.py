@@ -28,7 +28,7 @@ def instrument(fw: Flywheel, client: Any) -> Any:
     original = completions.create
     if getattr(original, _MARK, False):
         return client
-    if _is_async(original):
+    if _is_async(completions, original):
 
         @functools.wraps(original)
         async def create_async(*args: Any, **kwargs: Any) -> Any:
@@ -65,10 +65,11 @@ def instrument(fw: Flywheel, client: Any) -> Any:
     return client
 
 
-def _is_async(func: Any) -> bool:
+def _is_async(resource: Any, func: Any) -> bool:
     import inspect
 
-    return inspect.iscoroutinefunction(func)
+    # openai wraps ``create`` in decorators that hide the coroutine; the class tells.
+    return inspect.iscoroutinefunction(func) or type(resource).__name__.startswith("Async")
 
 
 def _dump(value: Any) -> Any:
