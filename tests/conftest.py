@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 from flywheel.config import Settings
 from flywheel.store import Store
@@ -71,8 +71,10 @@ def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
     yield url
     engine = create_engine(url)
     with engine.begin() as conn:
-        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-        conn.execute(text(f"TRUNCATE {names}"))
+        existing = set(inspect(conn).get_table_names())
+        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables if t.name in existing)
+        if names:
+            conn.execute(text(f"TRUNCATE {names}"))
     engine.dispose()
 
 

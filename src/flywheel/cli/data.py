@@ -37,14 +37,15 @@ def list_tasks(
     json: Json = False,
 ) -> None:
     """The newest tasks first."""
-    tasks, next_cursor = open_store().list_tasks(
-        workload=workload,
-        session_id=session,
-        success=False if failed else None,
-        since=since,
-        limit=limit,
-        cursor=cursor,
-    )
+    with open_store() as store:
+        tasks, next_cursor = store.list_tasks(
+            workload=workload,
+            session_id=session,
+            success=False if failed else None,
+            since=since,
+            limit=limit,
+            cursor=cursor,
+        )
     if json:
         print_json({"tasks": [t.model_dump(mode="json", exclude={"steps"}) for t in tasks], "next_cursor": next_cursor})
         return
@@ -68,7 +69,8 @@ def list_tasks(
 @tasks_app.command("show")
 def show_task(task_id: str, json: Json = False) -> None:
     """One task with every step, feedback and correction."""
-    task = open_store().get_task(task_id)
+    with open_store() as store:
+        task = store.get_task(task_id)
     if json:
         print_json(task.model_dump(mode="json"))
         return
@@ -102,7 +104,8 @@ def stats(
     json: Json = False,
 ) -> None:
     """Counts per workload: tasks, outcomes, steps, human signals."""
-    data = open_store().stats(workload)
+    with open_store() as store:
+        data = store.stats(workload)
     if json:
         print_json(data)
         return
@@ -132,10 +135,8 @@ def import_(
     if format not in FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
     config = settings()
-    store = open_store()
-    ingestor = Ingestor(store, config)
     size = file.stat().st_size
-    with Progress(
+    with open_store() as store, Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         DownloadColumn(),
@@ -146,11 +147,11 @@ def import_(
     ) as bar:
         job = bar.add_task(f"importing {file.name}", total=size)
         report = import_file(
-            ingestor, file, format, workload=workload, progress=lambda done: bar.update(job, completed=done)  # type: ignore[arg-type]
+            Ingestor(store, config), file, format, workload=workload, progress=lambda done: bar.update(job, completed=done)  # type: ignore[arg-type]
         )
     if json:
         print_json(report.as_dict())
-        return
+        raise typer.Exit(1 if report.errors else 0)
     out = console()
     out.print(
         f"{report.lines} lines, {report.tasks} tasks: {report.stored} events stored, "

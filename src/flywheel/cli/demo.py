@@ -28,7 +28,8 @@ def demo(
     delivered = fw.flush(timeout=60)
     counts = fw.stats()
     fw.close()
-    data = open_store().stats("support-triage")
+    with open_store() as store:
+        data = store.stats("support-triage")
     if json:
         print_json({"tasks": run.tasks, "succeeded": run.succeeded, "delivered": delivered, "sdk": counts, "stats": data})
         return

@@ -22,8 +22,8 @@ def create(
     json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a key. The secret is printed once; only its hash is stored."""
-    store = open_store()
-    secret, key = store.create_key(name, scope)
+    with open_store() as store:
+        secret, key = store.create_key(name, scope)
     if json:
         print_json({"key": secret, "id": key.id, "name": key.name, "scopes": key.scopes})
         return
@@ -35,7 +35,8 @@ def create(
 @app.command("list")
 def list_(json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List keys (prefixes only, never secrets)."""
-    keys = open_store().list_keys()
+    with open_store() as store:
+        keys = store.list_keys()
     rows = [
         {
             "id": k.id,
@@ -62,7 +63,8 @@ def revoke(
     json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Revoke a key: it stops working at once."""
-    revoked = open_store().revoke_key(key)
+    with open_store() as store:
+        revoked = store.revoke_key(key)
     if json:
         print_json({"id": revoked.id, "revoked_at": revoked.revoked_at.isoformat() if revoked.revoked_at else None})
     else:

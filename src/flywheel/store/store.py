@@ -113,6 +113,12 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:

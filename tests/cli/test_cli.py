@@ -1,0 +1,121 @@
+"""The CLI against a temporary database, through Typer's runner."""
+
+import json
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from flywheel.cli import app
+
+
+@pytest.fixture
+def cli(settings, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
+    monkeypatch.delenv("FLYWHEEL_URL", raising=False)
+    runner = CliRunner()
+
+    def run(*args, ok=True):
+        result = runner.invoke(app, list(args), catch_exceptions=not ok)
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return run
+
+
+def test_every_command_has_help(cli):
+    for command in (["serve"], ["db", "upgrade"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"],
+                    ["tasks", "list"], ["tasks", "show"], ["stats"], ["import"], ["demo"]):
+        assert "Usage" in cli(*command, "--help").output
+
+
+def test_db_upgrade_reports_the_revision(cli):
+    out = json.loads(cli("db", "upgrade", "--json").output)
+    assert out["to"] == "0001"
+
+
+def test_keys_create_list_revoke(cli, store):
+    created = json.loads(cli("keys", "create", "--scope", "ingest", "--name", "agent", "--json").output)
+    assert created["key"].startswith("fw_") and created["scopes"] == ["ingest"]
+    listed = json.loads(cli("keys", "list", "--json").output)
+    assert [k["name"] for k in listed] == ["agent"]
+    assert created["key"] not in cli("keys", "list").output
+    cli("keys", "revoke", created["id"])
+    assert store.find_key(created["key"]) is None
+    bad = cli("keys", "create", "--scope", "root", ok=False)
+    assert "scopes must be some of ['ingest', 'review', 'admin']" in str(bad.exception)
+
+
+def test_demo_then_tasks_and_stats(cli):
+    out = json.loads(cli("demo", "--tasks", "30", "--json").output)
+    assert out["tasks"] == 30 and out["delivered"] is True
+    assert out["stats"]["tasks"] == 30 and out["sdk"]["dropped"] == 0
+    listed = json.loads(cli("tasks", "list", "--limit", "5", "--json").output)
+    assert len(listed["tasks"]) == 5 and listed["next_cursor"]
+    task_id = listed["tasks"][0]["id"]
+    shown = json.loads(cli("tasks", "show", task_id, "--json").output)
+    assert shown["id"] == task_id and shown["steps"]
+    assert "support-triage" in cli("stats").output
+    assert task_id in cli("tasks", "show", task_id).output
+
+
+def test_main_prints_errors_with_what_to_do(settings, tmp_path):
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "FLYWHEEL_DATABASE_URL": "mysql://nowhere/db", "FLYWHEEL_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "flywheel.cli", "stats"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 1
+    assert "unsupported database 'mysql'" in out.stderr and "what to do" in out.stderr
+    assert "Traceback" not in out.stderr
+    env["FLYWHEEL_DATABASE_URL"] = f"sqlite:///{tmp_path}/x.db"
+    out = subprocess.run([sys.executable, "-m", "flywheel.cli", "tasks", "show", "nope"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2 and "task 'nope' not found" in out.stderr
+
+
+def test_serve_refuses_no_auth_on_a_public_address(cli):
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--no-auth"])
+    assert result.exit_code != 0
+    assert "refusing to serve without authentication" in str(result.exception)
+
+
+def test_import_openai_jsonl_is_idempotent_and_reports_bad_lines(cli, store, tmp_path):
+    good = {
+        "workload_id": "tool-router", "client_id": "c1", "timestamp": 1_760_000_000,
+        "request": {"model": "llama-70b", "messages": [{"role": "user", "content": "weather in Rome?"}],
+                    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]},
+        "response": {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}}]}}],
+            "usage": {"prompt_tokens": 50, "completion_tokens": 12}},
+    }
+    transcript = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"\n".join([orjson.dumps(good), b"{broken", orjson.dumps(transcript), b"[1, 2]"]) + b"\n")
+    first = cli("import", str(path), "--workload", "chat", "--json", ok=False)
+    report = json.loads(first.output)
+    assert first.exit_code == 1
+    assert (report["lines"], report["tasks"], report["events_stored"]) == (4, 2, 4)
+    assert [e["line"] for e in report["errors"]] == [2, 4]
+    again = json.loads(cli("import", str(path), "--workload", "chat", "--json", ok=False).output)
+    assert (again["events_stored"], again["events_duplicate"]) == (0, 4)
+    tasks, _ = store.list_tasks(workload="tool-router")
+    task = store.get_task(tasks[0].id)
+    assert task.session_id == "c1" and task.output["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert task.steps[0].data["input_tokens"] == 50
+    assert store.list_tasks(workload="chat")[0][0].output == {"role": "assistant", "content": "hello"}
+
+
+def test_import_otlp_json(cli, store, tmp_path):
+    export = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "bot"}}]},
+              "scopeSpans": [{"spans": [{"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
+                                         "name": "agent", "startTimeUnixNano": "1760000000000000000",
+                                         "endTimeUnixNano": "1760000000500000000",
+                                         "attributes": [{"key": "input.value", "value": {"stringValue": "q"}}]}]}]}]}
+    path = tmp_path / "traces.json"
+    path.write_bytes(orjson.dumps(export) + b"\n")
+    report = json.loads(cli("import", str(path), "--format", "otlp-json", "--json").output)
+    assert report["tasks"] == 1 and report["errors"] == []
+    task = store.list_tasks(workload="bot")[0][0]
+    assert task.duration_ms == 500.0 and task.input == "q"
