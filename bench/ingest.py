@@ -66,7 +66,9 @@ def free_port() -> int:
 
 def commit_id() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
     except OSError:
         return "unknown"
 
@@ -75,10 +77,20 @@ class Server:
     def __init__(self, database_url: str, home: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "FLYWHEEL_DATABASE_URL": database_url, "FLYWHEEL_HOME": str(home), "FLYWHEEL_PORT": str(self.port)}
+        env = {
+            **os.environ,
+            "FLYWHEEL_DATABASE_URL": database_url,
+            "FLYWHEEL_HOME": str(home),
+            "FLYWHEEL_PORT": str(self.port),
+        }
         env.pop("FLYWHEEL_URL", None)
         self.log = open(home / "server.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flywheel.cli", "serve"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         for _ in range(300):
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
@@ -108,11 +120,18 @@ def log_tasks(fw: flywheel.Flywheel, n: int, prefix: str) -> None:
     for i in range(n):
         with fw.task(session_id=f"{prefix}{i % 97}", input=text_of(200)) as task:
             for _ in range(2):
-                task.llm_call(model="gpt-4o", messages=[{"role": "user", "content": text_of(500)}],
-                              response={"role": "assistant", "content": text_of(300)},
-                              input_tokens=120, output_tokens=40, latency_ms=2)
+                task.llm_call(
+                    model="gpt-4o",
+                    messages=[{"role": "user", "content": text_of(500)}],
+                    response={"role": "assistant", "content": text_of(300)},
+                    input_tokens=120,
+                    output_tokens=40,
+                    latency_ms=2,
+                )
             for _ in range(2):
-                task.tool_call(name="lookup", arguments={"q": text_of(100)}, output=text_of(200), latency_ms=1)
+                task.tool_call(
+                    name="lookup", arguments={"q": text_of(100)}, output=text_of(200), latency_ms=1
+                )
             task.retrieval(query=text_of(80), documents=[{"content": text_of(100), "score": 0.5}])
             task.reasoning(text_of(100))
             task.finish(output=text_of(200), success=True, confidence=0.8)
@@ -133,29 +152,81 @@ def otlp_batches(n_tasks: int, per_batch: int = 600) -> list[tuple[int, bytes]]:
     res = Resource(attributes=[kv("service.name", "bench-agent")])
 
     def emit() -> None:
-        body = ExportTraceServiceRequest(resource_spans=[ResourceSpans(resource=res, scope_spans=[ScopeSpans(spans=spans)])])
+        body = ExportTraceServiceRequest(
+            resource_spans=[ResourceSpans(resource=res, scope_spans=[ScopeSpans(spans=spans)])]
+        )
         out.append((len(spans), body.SerializeToString()))
 
     for i in range(n_tasks):
         tid, root, t = RNG.randbytes(16), RNG.randbytes(8), t0 + i * 1000
-        spans.append(Span(trace_id=tid, span_id=root, name="invoke_agent", start_time_unix_nano=t, end_time_unix_nano=t + 5_000_000,
-                          attributes=[kv("gen_ai.operation.name", "invoke_agent"), kv("openinference.span.kind", "AGENT"),
-                                      kv("input.value", text_of(200)), kv("output.value", text_of(200)), kv("session.id", f"s{i % 97}")]))
+        spans.append(
+            Span(
+                trace_id=tid,
+                span_id=root,
+                name="invoke_agent",
+                start_time_unix_nano=t,
+                end_time_unix_nano=t + 5_000_000,
+                attributes=[
+                    kv("gen_ai.operation.name", "invoke_agent"),
+                    kv("openinference.span.kind", "AGENT"),
+                    kv("input.value", text_of(200)),
+                    kv("output.value", text_of(200)),
+                    kv("session.id", f"s{i % 97}"),
+                ],
+            )
+        )
         for _ in range(2):
-            spans.append(Span(trace_id=tid, span_id=RNG.randbytes(8), parent_span_id=root, name="chat gpt-4o",
-                              start_time_unix_nano=t + 1, end_time_unix_nano=t + 2_000_000,
-                              attributes=[kv("gen_ai.operation.name", "chat"), kv("gen_ai.request.model", "gpt-4o"),
-                                          kv("gen_ai.usage.input_tokens", 120), kv("gen_ai.usage.output_tokens", 40),
-                                          kv("openinference.span.kind", "LLM"), kv("input.value", text_of(500)), kv("output.value", text_of(300))]))
+            spans.append(
+                Span(
+                    trace_id=tid,
+                    span_id=RNG.randbytes(8),
+                    parent_span_id=root,
+                    name="chat gpt-4o",
+                    start_time_unix_nano=t + 1,
+                    end_time_unix_nano=t + 2_000_000,
+                    attributes=[
+                        kv("gen_ai.operation.name", "chat"),
+                        kv("gen_ai.request.model", "gpt-4o"),
+                        kv("gen_ai.usage.input_tokens", 120),
+                        kv("gen_ai.usage.output_tokens", 40),
+                        kv("openinference.span.kind", "LLM"),
+                        kv("input.value", text_of(500)),
+                        kv("output.value", text_of(300)),
+                    ],
+                )
+            )
         for _ in range(2):
-            spans.append(Span(trace_id=tid, span_id=RNG.randbytes(8), parent_span_id=root, name="execute_tool lookup",
-                              start_time_unix_nano=t + 3, end_time_unix_nano=t + 1_000_000,
-                              status=Status(code=Status.STATUS_CODE_ERROR if RNG.random() < 0.1 else Status.STATUS_CODE_OK),
-                              attributes=[kv("gen_ai.operation.name", "execute_tool"), kv("gen_ai.tool.name", "lookup"),
-                                          kv("openinference.span.kind", "TOOL"), kv("input.value", text_of(100)), kv("output.value", text_of(200))]))
-        spans.append(Span(trace_id=tid, span_id=RNG.randbytes(8), parent_span_id=root, name="retrieve",
-                          start_time_unix_nano=t + 4, end_time_unix_nano=t + 500_000,
-                          attributes=[kv("openinference.span.kind", "RETRIEVER"), kv("input.value", text_of(80))]))
+            spans.append(
+                Span(
+                    trace_id=tid,
+                    span_id=RNG.randbytes(8),
+                    parent_span_id=root,
+                    name="execute_tool lookup",
+                    start_time_unix_nano=t + 3,
+                    end_time_unix_nano=t + 1_000_000,
+                    status=Status(
+                        code=Status.STATUS_CODE_ERROR if RNG.random() < 0.1 else Status.STATUS_CODE_OK
+                    ),
+                    attributes=[
+                        kv("gen_ai.operation.name", "execute_tool"),
+                        kv("gen_ai.tool.name", "lookup"),
+                        kv("openinference.span.kind", "TOOL"),
+                        kv("input.value", text_of(100)),
+                        kv("output.value", text_of(200)),
+                    ],
+                )
+            )
+        spans.append(
+            Span(
+                trace_id=tid,
+                span_id=RNG.randbytes(8),
+                parent_span_id=root,
+                name="retrieve",
+                start_time_unix_nano=t + 4,
+                end_time_unix_nano=t + 500_000,
+                attributes=[kv("openinference.span.kind", "RETRIEVER"), kv("input.value", text_of(80))],
+            )
+        )
         if len(spans) >= per_batch:
             emit()
             spans = []
@@ -214,7 +285,9 @@ def baseline_rows(settings: Settings, store: Store, n_tasks: int) -> tuple[list[
         def close(self) -> None:
             pass
 
-    fw = flywheel.init("bench-baseline", settings=settings.model_copy(update={"home": settings.home / "baseline"}))
+    fw = flywheel.init(
+        "bench-baseline", settings=settings.model_copy(update={"home": settings.home / "baseline"})
+    )
     fw.pipeline.transport = Capture()
     log_tasks(fw, n_tasks, "b")
     fw.flush()
@@ -228,11 +301,16 @@ def baseline_rows(settings: Settings, store: Store, n_tasks: int) -> tuple[list[
 
 def executemany(database_url: str, task_rows: list[dict], step_rows: list[dict], chunk: int = 1000) -> float:
     """Plain DB-API executemany of the same rows, committed every ``chunk`` rows."""
+
     def prep(rows: list[dict], json_cols: set[str]) -> tuple[list[str], list[tuple]]:
         cols = list(rows[0])
         out = []
         for r in rows:
-            out.append(tuple(orjson.dumps(r[c]).decode() if c in json_cols and r[c] is not None else r[c] for c in cols))
+            out.append(
+                tuple(
+                    orjson.dumps(r[c]).decode() if c in json_cols and r[c] is not None else r[c] for c in cols
+                )
+            )
         return cols, out
 
     task_cols, tasks = prep(task_rows, {"input", "output", "metadata"})
@@ -243,7 +321,7 @@ def executemany(database_url: str, task_rows: list[dict], step_rows: list[dict],
         cursor = raw.cursor()
         mark = "?" if engine.dialect.name == "sqlite" else "%s"
         if engine.dialect.name == "sqlite":
-            cursor.execute(f"PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA synchronous=FULL")
         started = time.perf_counter()
         for table, cols, rows in (("tasks", task_cols, tasks), ("steps", step_cols, steps)):
             sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
@@ -260,7 +338,10 @@ def executemany(database_url: str, task_rows: list[dict], step_rows: list[dict],
 
 
 def sdk_cost(settings: Settings, url: str, key: str, n: int) -> float:
-    fw = flywheel.init("bench-cost", settings=settings.model_copy(update={"url": url, "api_key": key, "home": settings.home / "cost"}))
+    fw = flywheel.init(
+        "bench-cost",
+        settings=settings.model_copy(update={"url": url, "api_key": key, "home": settings.home / "cost"}),
+    )
     payload = text_of(500)
     with fw.task(input="x") as task:
         started = time.perf_counter()
@@ -278,7 +359,9 @@ def otel_cost(url: str, key: str, n: int) -> tuple[float, int]:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider()
-    processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces", headers={"Authorization": f"Bearer {key}"}))
+    processor = BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=f"{url}/v1/traces", headers={"Authorization": f"Bearer {key}"})
+    )
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("bench")
     payload = text_of(500)
@@ -315,7 +398,9 @@ def run_backend(backend: str, n_tasks: int, cost_steps: int) -> dict:
     result: dict = {"backend": backend, "tasks": n_tasks, "commit": commit_id()}
     try:
         # SDK -> HTTP -> store
-        fw = flywheel.init("bench-sdk", settings=settings.model_copy(update={"url": server.url, "api_key": key}))
+        fw = flywheel.init(
+            "bench-sdk", settings=settings.model_copy(update={"url": server.url, "api_key": key})
+        )
         started = time.perf_counter()
         log_tasks(fw, n_tasks, "s")
         assert fw.flush(300), "SDK could not deliver"
@@ -325,8 +410,13 @@ def run_backend(backend: str, n_tasks: int, cost_steps: int) -> dict:
         steps_after_sdk = count_steps(store)
         assert steps_after_sdk == 6 * n_tasks, steps_after_sdk
         events = sdk_stats["sent"]
-        result["sdk"] = {"seconds": sdk_seconds, "events": events, "steps": 6 * n_tasks,
-                         "steps_per_s": 6 * n_tasks / sdk_seconds, "events_per_s": events / sdk_seconds}
+        result["sdk"] = {
+            "seconds": sdk_seconds,
+            "events": events,
+            "steps": 6 * n_tasks,
+            "steps_per_s": 6 * n_tasks / sdk_seconds,
+            "events_per_s": events / sdk_seconds,
+        }
 
         # OTLP
         batches = otlp_batches(n_tasks)
@@ -335,9 +425,15 @@ def run_backend(backend: str, n_tasks: int, cost_steps: int) -> dict:
         acked, errors = post_otlp(server.url, key, batches)
         otlp_seconds = time.perf_counter() - started
         queryable = count_steps(store) - steps_after_sdk
-        result["otlp"] = {"seconds": otlp_seconds, "spans": spans, "acked_spans": acked, "errors": errors,
-                          "spans_per_s": acked / otlp_seconds, "steps_queryable": queryable,
-                          "steps_per_s": queryable / otlp_seconds}
+        result["otlp"] = {
+            "seconds": otlp_seconds,
+            "spans": spans,
+            "acked_spans": acked,
+            "errors": errors,
+            "spans_per_s": acked / otlp_seconds,
+            "steps_queryable": queryable,
+            "steps_per_s": queryable / otlp_seconds,
+        }
         result["server_rss_mb"] = server.rss_mb()
 
         # agent-side cost, same server
@@ -350,8 +446,12 @@ def run_backend(backend: str, n_tasks: int, cost_steps: int) -> dict:
     task_rows, step_rows = baseline_rows(settings, store, n_tasks)
     seconds = executemany(database_url, task_rows, step_rows)
     rows = len(task_rows) + len(step_rows)
-    result["executemany"] = {"seconds": seconds, "rows": rows, "rows_per_s": rows / seconds,
-                             "steps_per_s": len(step_rows) / seconds}
+    result["executemany"] = {
+        "seconds": seconds,
+        "rows": rows,
+        "rows_per_s": rows / seconds,
+        "steps_per_s": len(step_rows) / seconds,
+    }
     sdk_rows = n_tasks * 7  # each task row + 6 steps, as in the baseline
     result["ratio_sdk"] = (sdk_rows / result["sdk"]["seconds"]) / result["executemany"]["rows_per_s"]
     otlp_rows = n_tasks * 6  # 1 task row + 5 step rows per trace
@@ -370,7 +470,9 @@ def run_backend(backend: str, n_tasks: int, cost_steps: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--cost-steps", type=int, default=50_000)
     parser.add_argument("--backends", default="sqlite,postgresql")
@@ -388,13 +490,20 @@ def main() -> None:
     print("-" * len(header))
     for r in results:
         base = r["executemany"]["rows_per_s"]
-        print(f"{r['backend']:<11}{'executemany':<16}{r['executemany']['steps_per_s']:>10.0f}{base:>10.0f}{'1.00':>16}")
-        print(f"{'':<11}{'SDK->HTTP':<16}{r['sdk']['steps_per_s']:>10.0f}{r['tasks'] * 7 / r['sdk']['seconds']:>10.0f}{r['ratio_sdk']:>16.2f}")
-        print(f"{'':<11}{'OTLP':<16}{r['otlp']['steps_per_s']:>10.0f}{r['tasks'] * 6 / r['otlp']['seconds']:>10.0f}{r['ratio_otlp']:>16.2f}")
+        rows = (
+            ("executemany", r["executemany"]["steps_per_s"], base, 1.0),
+            ("SDK->HTTP", r["sdk"]["steps_per_s"], r["tasks"] * 7 / r["sdk"]["seconds"], r["ratio_sdk"]),
+            ("OTLP", r["otlp"]["steps_per_s"], r["tasks"] * 6 / r["otlp"]["seconds"], r["ratio_otlp"]),
+        )
+        for i, (path, steps, per_s, ratio) in enumerate(rows):
+            name = r["backend"] if i == 0 else ""
+            print(f"{name:<11}{path:<16}{steps:>10.0f}{per_s:>10.0f}{ratio:>16.2f}")
     print()
     print(f"{'backend':<11}{'SDK us/step':>12}{'OTel us/span':>14}{'ratio':>8}{'server RSS MB':>15}")
     for r in results:
-        print(f"{r['backend']:<11}{r['sdk_us_per_step']:>12.1f}{r['otel_us_per_span']:>14.1f}{r['cost_ratio']:>8.2f}{r['server_rss_mb']:>15.0f}")
+        print(
+            f"{r['backend']:<11}{r['sdk_us_per_step']:>12.1f}{r['otel_us_per_span']:>14.1f}{r['cost_ratio']:>8.2f}{r['server_rss_mb']:>15.0f}"
+        )
     print(f"\nJSON in {out_dir}/ingest-<backend>.json")
 
 

@@ -12,11 +12,20 @@ def now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def task_events(workload: str = "w", session: str = "s1", *, steps: int = 2, success: bool = True) -> list[dict[str, Any]]:
+def task_events(
+    workload: str = "w", session: str = "s1", *, steps: int = 2, success: bool = True
+) -> list[dict[str, Any]]:
     task_id = new_id()
     at = now()
     events: list[dict[str, Any]] = [
-        {"type": "task_started", "id": task_id, "workload": workload, "session_id": session, "input": "question", "started_at": at}
+        {
+            "type": "task_started",
+            "id": task_id,
+            "workload": workload,
+            "session_id": session,
+            "input": "question",
+            "started_at": at,
+        }
     ]
     for i in range(steps):
         events.append(

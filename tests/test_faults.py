@@ -7,11 +7,11 @@ import time
 import orjson
 import pytest
 from sqlalchemy import func, select
+from tests.conftest import free_port
+from tests.live import LiveServer
 
 import flywheel
 from flywheel.store import tables
-from tests.conftest import free_port
-from tests.live import LiveServer
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +31,16 @@ def _ids(store, table, ids):
 
 
 def _client(settings, url, key, **kw):
-    fast = settings.model_copy(update={"url": url, "api_key": key, "sdk_batch_size": 50,
-                                       "sdk_flush_interval": 0.05, "sdk_timeout": 2.0, **kw})
+    fast = settings.model_copy(
+        update={
+            "url": url,
+            "api_key": key,
+            "sdk_batch_size": 50,
+            "sdk_flush_interval": 0.05,
+            "sdk_timeout": 2.0,
+            **kw,
+        }
+    )
     return flywheel.init("faults", settings=fast)
 
 

@@ -43,7 +43,9 @@ def test_sdk_imports_only_the_base():
         outside = {m for m in _our_imports(path, top_level=True) if not m.startswith("flywheel.sdk")} - BASE
         assert outside == set(), f"{path.name} imports {outside}"
     # The one bridge: local mode writes through the ingest path, imported lazily.
-    lazy = _our_imports(SRC / "sdk" / "transport.py") - _our_imports(SRC / "sdk" / "transport.py", top_level=True)
+    lazy = _our_imports(SRC / "sdk" / "transport.py") - _our_imports(
+        SRC / "sdk" / "transport.py", top_level=True
+    )
     assert lazy == {"flywheel.ingest", "flywheel.store"}
 
 
@@ -59,12 +61,26 @@ def test_nothing_imports_the_edges_but_the_edges():
         top = path.relative_to(SRC).parts[0]
         if top in ("server", "cli", "web"):
             continue
-        edges = {m for m in _our_imports(path) if len(m.split(".")) > 1 and m.split(".")[1] in ("server", "cli", "web")}
+        edges = {
+            m
+            for m in _our_imports(path)
+            if len(m.split(".")) > 1 and m.split(".")[1] in ("server", "cli", "web")
+        }
         assert edges == set(), f"{path} imports {edges}"
 
 
-@pytest.mark.parametrize("module", ["flywheel", "flywheel.records", "flywheel.errors", "flywheel.store",
-                                    "flywheel.ingest", "flywheel.sdk", "flywheel.server"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "flywheel",
+        "flywheel.records",
+        "flywheel.errors",
+        "flywheel.store",
+        "flywheel.ingest",
+        "flywheel.sdk",
+        "flywheel.server",
+    ],
+)
 def test_public_names_are_sorted_and_exist(module):
     mod = importlib.import_module(module)
     names = [n for n in mod.__all__ if n != "__version__"]

@@ -27,7 +27,13 @@ def test_timestamp_far_in_the_future_is_refused():
 
 def test_naive_and_offset_timestamps_are_stored_as_utc():
     event = event_adapter.validate_python(
-        {"type": "reasoning", "id": "a", "task_id": "t", "text": "x", "started_at": "2026-01-01T12:00:00+02:00"}
+        {
+            "type": "reasoning",
+            "id": "a",
+            "task_id": "t",
+            "text": "x",
+            "started_at": "2026-01-01T12:00:00+02:00",
+        }
     )
     assert event.started_at == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
     naive = event_adapter.validate_python(
@@ -38,12 +44,16 @@ def test_naive_and_offset_timestamps_are_stored_as_utc():
 
 def test_feedback_without_any_signal_is_refused():
     with pytest.raises(ValidationError, match="no signal"):
-        event_adapter.validate_python({"type": "feedback", "id": "f", "task_id": "t", "at": datetime.now(UTC)})
+        event_adapter.validate_python(
+            {"type": "feedback", "id": "f", "task_id": "t", "at": datetime.now(UTC)}
+        )
 
 
 def test_correction_needs_output_or_tool_calls():
     with pytest.raises(ValidationError, match="output or tool_calls"):
-        event_adapter.validate_python({"type": "correction", "id": "c", "task_id": "t", "at": datetime.now(UTC)})
+        event_adapter.validate_python(
+            {"type": "correction", "id": "c", "task_id": "t", "at": datetime.now(UTC)}
+        )
 
 
 def test_ids_with_slashes_or_spaces_are_refused():

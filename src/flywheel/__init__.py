@@ -1,10 +1,10 @@
 """data-flywheel: make AI agents improve from their own production traffic.
 
-    import flywheel
-    fw = flywheel.init(workload="support-triage")
-    with fw.task(session_id="s1", input=question) as task:
-        task.tool_call(name="lookup", arguments={"id": 7}, output=row)
-        task.finish(output=answer, success=True, confidence=0.83)
+import flywheel
+fw = flywheel.init(workload="support-triage")
+with fw.task(session_id="s1", input=question) as task:
+    task.tool_call(name="lookup", arguments={"id": 7}, output=row)
+    task.finish(output=answer, success=True, confidence=0.83)
 """
 
 from flywheel.sdk import Flywheel, TaskHandle, current_task, init

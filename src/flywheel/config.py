@@ -36,9 +36,7 @@ class Settings(BaseSettings):
         "Unset: the SDK writes to the local store directly.",
     )
     api_key: str | None = Field(None, description="Key the SDK and CLI present to the server.")
-    home: Path = Field(
-        Path(".flywheel"), description="Folder for local state: the SDK's disk spool, caches."
-    )
+    home: Path = Field(Path(".flywheel"), description="Folder for local state: the SDK's disk spool, caches.")
     auto_migrate: bool = Field(
         True, description="Bring the database schema up to date when a store is opened."
     )
@@ -90,9 +88,7 @@ class Settings(BaseSettings):
         known = set(SECRET_DETECTORS) | set(PII_DETECTORS)
         unknown = [v for v in value if v not in known]
         if unknown:
-            raise ValueError(
-                f"unknown redaction detector(s) {unknown}; known: {sorted(known)}"
-            )
+            raise ValueError(f"unknown redaction detector(s) {unknown}; known: {sorted(known)}")
         return value
 
     @property

@@ -260,8 +260,7 @@ class FeedbackEvent(_Strict):
             and not (self.edited or self.retried or self.abandoned)
         ):
             raise ValueError(
-                "feedback carries no signal: give thumbs, rating, comment, "
-                "edited, retried or abandoned"
+                "feedback carries no signal: give thumbs, rating, comment, edited, retried or abandoned"
             )
         if self.edited_output is not None and not self.edited:
             raise ValueError("edited_output is given but edited is false")

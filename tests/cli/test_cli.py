@@ -26,8 +26,18 @@ def cli(settings, monkeypatch):
 
 
 def test_every_command_has_help(cli):
-    for command in (["serve"], ["db", "upgrade"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"],
-                    ["tasks", "list"], ["tasks", "show"], ["stats"], ["import"], ["demo"]):
+    for command in (
+        ["serve"],
+        ["db", "upgrade"],
+        ["keys", "create"],
+        ["keys", "list"],
+        ["keys", "revoke"],
+        ["tasks", "list"],
+        ["tasks", "show"],
+        ["stats"],
+        ["import"],
+        ["demo"],
+    ):
         assert "Usage" in cli(*command, "--help").output
 
 
@@ -65,13 +75,25 @@ def test_main_prints_errors_with_what_to_do(settings, tmp_path):
     import subprocess
     import sys
 
-    env = {"PATH": "/usr/bin:/bin", "FLYWHEEL_DATABASE_URL": "mysql://nowhere/db", "FLYWHEEL_HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "flywheel.cli", "stats"], capture_output=True, text=True, env=env, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "FLYWHEEL_DATABASE_URL": "mysql://nowhere/db",
+        "FLYWHEEL_HOME": str(tmp_path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", "stats"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert out.returncode == 1
     assert "unsupported database 'mysql'" in out.stderr and "what to do" in out.stderr
     assert "Traceback" not in out.stderr
     env["FLYWHEEL_DATABASE_URL"] = f"sqlite:///{tmp_path}/x.db"
-    out = subprocess.run([sys.executable, "-m", "flywheel.cli", "tasks", "show", "nope"], capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", "tasks", "show", "nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 2 and "task 'nope' not found" in out.stderr
 
 
@@ -83,16 +105,39 @@ def test_serve_refuses_no_auth_on_a_public_address(cli):
 
 def test_import_openai_jsonl_is_idempotent_and_reports_bad_lines(cli, store, tmp_path):
     good = {
-        "workload_id": "tool-router", "client_id": "c1", "timestamp": 1_760_000_000,
-        "request": {"model": "llama-70b", "messages": [{"role": "user", "content": "weather in Rome?"}],
-                    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]},
-        "response": {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}}]}}],
-            "usage": {"prompt_tokens": 50, "completion_tokens": 12}},
+        "workload_id": "tool-router",
+        "client_id": "c1",
+        "timestamp": 1_760_000_000,
+        "request": {
+            "model": "llama-70b",
+            "messages": [{"role": "user", "content": "weather in Rome?"}],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
+        },
+        "response": {
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "c",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+                            }
+                        ],
+                    },
+                }
+            ],
+            "usage": {"prompt_tokens": 50, "completion_tokens": 12},
+        },
     }
     transcript = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     path = tmp_path / "log.jsonl"
-    path.write_bytes(b"\n".join([orjson.dumps(good), b"{broken", orjson.dumps(transcript), b"[1, 2]"]) + b"\n")
+    path.write_bytes(
+        b"\n".join([orjson.dumps(good), b"{broken", orjson.dumps(transcript), b"[1, 2]"]) + b"\n"
+    )
     first = cli("import", str(path), "--workload", "chat", "--json", ok=False)
     report = json.loads(first.output)
     assert first.exit_code == 1
@@ -108,11 +153,27 @@ def test_import_openai_jsonl_is_idempotent_and_reports_bad_lines(cli, store, tmp
 
 
 def test_import_otlp_json(cli, store, tmp_path):
-    export = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "bot"}}]},
-              "scopeSpans": [{"spans": [{"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
-                                         "name": "agent", "startTimeUnixNano": "1760000000000000000",
-                                         "endTimeUnixNano": "1760000000500000000",
-                                         "attributes": [{"key": "input.value", "value": {"stringValue": "q"}}]}]}]}]}
+    export = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "bot"}}]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "0af7651916cd43dd8448eb211c80319c",
+                                "spanId": "b7ad6b7169203331",
+                                "name": "agent",
+                                "startTimeUnixNano": "1760000000000000000",
+                                "endTimeUnixNano": "1760000000500000000",
+                                "attributes": [{"key": "input.value", "value": {"stringValue": "q"}}],
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
     path = tmp_path / "traces.json"
     path.write_bytes(orjson.dumps(export) + b"\n")
     report = json.loads(cli("import", str(path), "--format", "otlp-json", "--json").output)

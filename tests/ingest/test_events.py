@@ -4,11 +4,11 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from tests.helpers import now, task_events
 
 from flywheel.errors import InvalidInput, PayloadTooLarge
 from flywheel.ingest import Ingestor
 from flywheel.records import new_id
-from tests.helpers import now, task_events
 
 
 def test_batch_is_stored_and_queryable(store, settings):
@@ -45,10 +45,22 @@ def test_bad_events_are_rejected_one_by_one_and_good_ones_kept(store, settings):
     bad = [
         {"type": "tool_call", "id": new_id(), "task_id": task_id, "name": "x", "started_at": "yesterday-ish"},
         {"type": "telepathy", "id": new_id(), "task_id": task_id, "started_at": now()},
-        {"type": "tool_call", "id": new_id(), "task_id": task_id, "name": 42, "started_at": now(), "attempt": "two"},
+        {
+            "type": "tool_call",
+            "id": new_id(),
+            "task_id": task_id,
+            "name": 42,
+            "started_at": now(),
+            "attempt": "two",
+        },
         {"type": "task_started", "id": new_id(), "session_id": "s", "started_at": now()},
-        {"type": "reasoning", "id": new_id(), "task_id": task_id, "text": "x",
-         "started_at": (datetime.now(UTC) + timedelta(days=30)).isoformat()},
+        {
+            "type": "reasoning",
+            "id": new_id(),
+            "task_id": task_id,
+            "text": "x",
+            "started_at": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
+        },
         "not an object",
     ]
     result = Ingestor(store, settings).ingest(good + bad)
@@ -130,14 +142,43 @@ def test_labels_of_every_kind_are_stored(store, settings):
     events = task_events(steps=1)
     task_id = events[0]["id"]
     labels = [
-        {"type": "feedback", "id": new_id(), "task_id": task_id, "thumbs": -1, "comment": "wrong", "at": now()},
-        {"type": "feedback", "id": new_id(), "task_id": task_id, "edited": True, "edited_output": "better", "at": now()},
-        {"type": "correction", "id": new_id(), "task_id": task_id,
-         "tool_calls": [{"name": "lookup", "arguments": {"i": 2}}], "at": now()},
-        {"type": "annotation", "id": new_id(), "task_id": task_id, "at": now(),
-         "annotation": {"kind": "preference", "response_a": "x", "response_b": "y", "preferred": "b"}},
-        {"type": "annotation", "id": new_id(), "task_id": task_id, "at": now(),
-         "annotation": {"kind": "missing_knowledge", "text": "refunds take 5 days"}},
+        {
+            "type": "feedback",
+            "id": new_id(),
+            "task_id": task_id,
+            "thumbs": -1,
+            "comment": "wrong",
+            "at": now(),
+        },
+        {
+            "type": "feedback",
+            "id": new_id(),
+            "task_id": task_id,
+            "edited": True,
+            "edited_output": "better",
+            "at": now(),
+        },
+        {
+            "type": "correction",
+            "id": new_id(),
+            "task_id": task_id,
+            "tool_calls": [{"name": "lookup", "arguments": {"i": 2}}],
+            "at": now(),
+        },
+        {
+            "type": "annotation",
+            "id": new_id(),
+            "task_id": task_id,
+            "at": now(),
+            "annotation": {"kind": "preference", "response_a": "x", "response_b": "y", "preferred": "b"},
+        },
+        {
+            "type": "annotation",
+            "id": new_id(),
+            "task_id": task_id,
+            "at": now(),
+            "annotation": {"kind": "missing_knowledge", "text": "refunds take 5 days"},
+        },
     ]
     result = Ingestor(store, settings).ingest(events + labels)
     assert result.rejected == []

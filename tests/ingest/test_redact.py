@@ -22,7 +22,9 @@ def _luhn_complete(prefix: str) -> str:
 
 
 cards = st.text("0123456789", min_size=14, max_size=14).map(lambda p: _luhn_complete("4" + p))
-words = st.text(st.characters(whitelist_categories=("Ll", "Lu"), max_codepoint=0x24F), min_size=0, max_size=30)
+words = st.text(
+    st.characters(whitelist_categories=("Ll", "Lu"), max_codepoint=0x24F), min_size=0, max_size=30
+)
 
 
 @given(before=words, after=words, card=cards, sep=st.sampled_from(["", " ", "-"]))
@@ -46,7 +48,9 @@ def test_text_without_secrets_is_unchanged(text):
         assert out == text.replace("\x00", "\ufffd")
 
 
-@given(key=st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=24, max_size=60))
+@given(
+    key=st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=24, max_size=60)
+)
 @settings(max_examples=50)
 def test_api_keys_of_known_vendors_are_redacted(key):
     for secret in (f"sk-{key}", f"ghp_{key}{key}", f"sk-ant-{key}"):
@@ -86,9 +90,15 @@ def test_keys_of_objects_are_redacted_too():
     assert out == {"[REDACTED:api_key]": 1} and n == 1
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
-                    max_leaves=20))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
 def test_structure_is_preserved(value):
     out, _ = SECRETS.value(value)
     shape = lambda v: (type(v).__name__, len(v)) if isinstance(v, list | dict) else type(v).__name__  # noqa: E731

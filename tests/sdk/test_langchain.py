@@ -1,5 +1,6 @@
 """Real LangChain objects (a fake chat model stands in for the paid API)."""
 
+import pytest
 from langchain_core.documents import Document
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
@@ -21,14 +22,24 @@ def lookup_order(order_id: str) -> str:
 
 class Docs(BaseRetriever):
     def _get_relevant_documents(self, query, *, run_manager=None):
-        return [Document(page_content="Orders ship in 2 days", metadata={"score": 0.9, "source": "kb"}, id="kb-1")]
+        return [
+            Document(page_content="Orders ship in 2 days", metadata={"score": 0.9, "source": "kb"}, id="kb-1")
+        ]
 
 
 def test_a_chain_run_is_one_task_with_its_steps(settings, store):
     fw = flywheel.init("lc", settings=settings)
     handler = FlywheelCallbackHandler(fw, session_id="s-lc")
-    model = GenericFakeChatModel(messages=iter([AIMessage(content="", tool_calls=[
-        {"name": "lookup_order", "args": {"order_id": "A7"}, "id": "call_1"}])]))
+    model = GenericFakeChatModel(
+        messages=iter(
+            [
+                AIMessage(
+                    content="",
+                    tool_calls=[{"name": "lookup_order", "args": {"order_id": "A7"}, "id": "call_1"}],
+                )
+            ]
+        )
+    )
 
     def run(question: str) -> str:
         docs = Docs().invoke(question)  # children inherit the handler from the parent run
@@ -48,7 +59,12 @@ def test_a_chain_run_is_one_task_with_its_steps(settings, store):
     assert task.output == answer
     assert [s.kind for s in task.steps] == ["retrieval", "llm_call", "tool_call"]
     retrieval, llm, tool_step = task.steps
-    assert retrieval.data["documents"][0] == {"id": "kb-1", "content": "Orders ship in 2 days", "score": 0.9, "source": "kb"}
+    assert retrieval.data["documents"][0] == {
+        "id": "kb-1",
+        "content": "Orders ship in 2 days",
+        "score": 0.9,
+        "source": "kb",
+    }
     assert llm.data["messages"] == [{"role": "user", "content": "Where is A7?"}]
     assert llm.data["response"]["tool_calls"][0]["function"]["name"] == "lookup_order"
     assert tool_step.name == "lookup_order" and tool_step.data["output"] == "order A7: shipped"
@@ -58,10 +74,8 @@ def test_a_failing_tool_marks_the_task_failed(settings, store):
     fw = flywheel.init("lc", settings=settings)
     handler = FlywheelCallbackHandler(fw)
     chain = RunnableLambda(lambda q: lookup_order.invoke({"order_id": q}))
-    try:
+    with pytest.raises(ValueError, match="no such order"):
         chain.invoke("bad", config={"callbacks": [handler]})
-    except ValueError:
-        pass
     fw.flush()
     fw.close()
     task = store.get_task(store.list_tasks(workload="lc")[0][0].id)

@@ -9,15 +9,42 @@ import pytest
 
 import flywheel
 
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
 
 COMPLETION = {
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-        "role": "assistant", "content": None,
-        "tool_calls": [{"id": "call_1", "type": "function",
-                        "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}}],
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "tool_calls",
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
+        }
+    ],
     "usage": {"prompt_tokens": 31, "completion_tokens": 9, "total_tokens": 40},
 }
 
@@ -26,24 +53,70 @@ def _sse(chunks):
     return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
 
 
-STREAM = _sse([
-    {"id": "c2", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-     "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [
-         {"index": 0, "id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}}]},
-    {"id": "c2", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-     "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}}]},
-    {"id": "c2", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-     "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "\"Oslo\"}"}}]},
-                  "finish_reason": "tool_calls"}]},
-    {"id": "c2", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini", "choices": [],
-     "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}},
-])
+STREAM = _sse(
+    [
+        {
+            "id": "c2",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_9",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": ""},
+                            }
+                        ],
+                    },
+                }
+            ],
+        },
+        {
+            "id": "c2",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}}
+            ],
+        },
+        {
+            "id": "c2",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]},
+                    "finish_reason": "tool_calls",
+                }
+            ],
+        },
+        {
+            "id": "c2",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27},
+        },
+    ]
+)
 
 
 def handler(request: httpx.Request) -> httpx.Response:
     body = json.loads(request.content)
     if body["messages"][-1]["content"] == "fail":
-        return httpx.Response(400, json={"error": {"message": "bad request", "type": "invalid_request_error"}})
+        return httpx.Response(
+            400, json={"error": {"message": "bad request", "type": "invalid_request_error"}}
+        )
     if body.get("stream"):
         return httpx.Response(200, text=STREAM, headers={"content-type": "text/event-stream"})
     return httpx.Response(200, json=COMPLETION)
@@ -57,8 +130,12 @@ def fw(settings):
 
 
 def _client():
-    return openai.OpenAI(api_key="sk-test", base_url="http://fake/v1",
-                         http_client=httpx.Client(transport=httpx.MockTransport(handler)), max_retries=0)
+    return openai.OpenAI(
+        api_key="sk-test",
+        base_url="http://fake/v1",
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+        max_retries=0,
+    )
 
 
 def test_chat_completion_inside_a_task_is_a_step(fw, store):
@@ -72,7 +149,9 @@ def test_chat_completion_inside_a_task_is_a_step(fw, store):
     step = store.get_task(task.id).steps[0]
     assert step.kind == "llm_call" and step.name == "gpt-4o-mini"
     assert step.data["messages"] == messages and step.data["tools"] == TOOLS
-    assert step.data["response"]["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert (
+        step.data["response"]["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    )
     assert (step.data["input_tokens"], step.data["output_tokens"]) == (31, 9)
     assert step.latency_ms is not None
 
@@ -99,27 +178,45 @@ def test_errors_are_logged_and_still_raised(fw, store):
 def test_streaming_is_passed_through_and_reassembled(fw, store):
     client = fw.instrument_openai(_client())
     with fw.task(input="Oslo?") as task:
-        stream = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Oslo?"}],
-                                                tools=TOOLS, stream=True, stream_options={"include_usage": True})
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Oslo?"}],
+            tools=TOOLS,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         chunks = list(stream)
         task.finish("ok")
     assert len(chunks) == 4
     fw.flush()
     step = store.get_task(task.id).steps[0]
     call = step.data["response"]["choices"][0]["message"]["tool_calls"][0]
-    assert call == {"id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}
+    assert call == {
+        "id": "call_9",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+    }
     assert step.data["input_tokens"] == 20
 
 
 def test_async_client_plain_and_streaming(fw, store):
-    client = fw.instrument_openai(openai.AsyncOpenAI(
-        api_key="sk-test", base_url="http://fake/v1",
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)), max_retries=0))
+    client = fw.instrument_openai(
+        openai.AsyncOpenAI(
+            api_key="sk-test",
+            base_url="http://fake/v1",
+            http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+            max_retries=0,
+        )
+    )
 
     async def main():
         async with fw.task(input="both") as task:
-            await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "a"}])
-            stream = await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "b"}], stream=True)
+            await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "a"}]
+            )
+            stream = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "b"}], stream=True
+            )
             async for _ in stream:
                 pass
             task.finish("ok")

@@ -7,7 +7,6 @@ import sys
 import pytest
 
 import flywheel
-from flywheel.store import Store
 
 
 @pytest.fixture
@@ -25,16 +24,29 @@ def test_import_flywheel_loads_neither_sqlalchemy_nor_fastapi():
         "bad = [m for m in ('sqlalchemy', 'fastapi', 'starlette', 'alembic') if m in sys.modules]\n"
         "print(bad); fw.close(timeout=0.1)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd="/tmp", env={"PATH": "/usr/bin:/bin", "FLYWHEEL_HOME": "/tmp/fw-import-test"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/tmp",
+        env={"PATH": "/usr/bin:/bin", "FLYWHEEL_HOME": "/tmp/fw-import-test"},
+    )
     assert out.stdout.strip() == "[]", out.stderr
 
 
 def test_local_mode_logs_every_step_kind_and_the_outcome(fw, store):
     with fw.task(session_id="s1", input="Where is A7?", metadata={"intent": "status"}) as task:
-        task.retrieval(query="A7", documents=[{"id": "d1", "content": "ships in 2 days", "score": 0.8}, "plain text doc"])
-        task.llm_call(model="m", messages=[{"role": "user", "content": "Where is A7?"}], response={"content": "lookup"},
-                      usage={"prompt_tokens": 12, "completion_tokens": 3}, latency_ms=40)
+        task.retrieval(
+            query="A7", documents=[{"id": "d1", "content": "ships in 2 days", "score": 0.8}, "plain text doc"]
+        )
+        task.llm_call(
+            model="m",
+            messages=[{"role": "user", "content": "Where is A7?"}],
+            response={"content": "lookup"},
+            usage={"prompt_tokens": 12, "completion_tokens": 3},
+            latency_ms=40,
+        )
         task.tool_call(name="lookup", arguments={"id": "A7"}, error="Timeout", attempt=1)
         task.tool_call(name="lookup", arguments={"id": "A7"}, output={"status": "shipped"}, attempt=2)
         task.file_access(path="orders/A7.json", mode="read", bytes=120)
@@ -42,10 +54,24 @@ def test_local_mode_logs_every_step_kind_and_the_outcome(fw, store):
         task.finish(output="It shipped.", success=True, confidence=0.9)
     assert fw.flush(timeout=10)
     stored = store.get_task(task.id)
-    assert [s.kind for s in stored.steps] == ["retrieval", "llm_call", "tool_call", "tool_call", "file_access", "reasoning"]
-    assert stored.steps[1].data["input_tokens"] == 12 and stored.steps[1].latency_ms == pytest.approx(40, abs=1)
+    assert [s.kind for s in stored.steps] == [
+        "retrieval",
+        "llm_call",
+        "tool_call",
+        "tool_call",
+        "file_access",
+        "reasoning",
+    ]
+    assert stored.steps[1].data["input_tokens"] == 12 and stored.steps[1].latency_ms == pytest.approx(
+        40, abs=1
+    )
     assert stored.steps[2].error == "Timeout" and stored.steps[3].data["attempt"] == 2
-    assert stored.steps[0].data["documents"][1] == {"id": None, "content": "plain text doc", "score": None, "source": None}
+    assert stored.steps[0].data["documents"][1] == {
+        "id": None,
+        "content": "plain text doc",
+        "score": None,
+        "source": None,
+    }
     assert (stored.success, stored.confidence, stored.metadata) == (True, 0.9, {"intent": "status"})
 
 
@@ -108,7 +134,11 @@ def test_feedback_and_corrections(fw, store):
     fw.correct(task.id, tool_calls=[{"name": "refund", "arguments": {"order": "A1"}}])
     fw.flush()
     stored = store.get_task(task.id)
-    assert [(f["thumbs"], f["edited"], f["retried"]) for f in stored.feedback] == [(-1, False, False), (None, True, False), (None, False, True)]
+    assert [(f["thumbs"], f["edited"], f["retried"]) for f in stored.feedback] == [
+        (-1, False, False),
+        (None, True, False),
+        (None, False, True),
+    ]
     assert stored.feedback[1]["edited_output"] == "right"
     assert stored.corrections[0]["tool_calls"][0]["name"] == "refund"
 
@@ -146,10 +176,25 @@ def test_agent_config_records_the_serving_version(fw, store, settings):
     from flywheel.store import tables
 
     with store.engine.begin() as conn:
-        conn.execute(tables.agent_versions.insert(), {"id": "v-abc", "workload": "support", "number": 1,
-                     "config": {"system_prompt": "be brief"}, "created_at": datetime.now(UTC)})
-        conn.execute(tables.deployments.insert(), {"workload": "support", "stable_version": "v-abc",
-                     "canary_share": 0.0, "updated_at": datetime.now(UTC)})
+        conn.execute(
+            tables.agent_versions.insert(),
+            {
+                "id": "v-abc",
+                "workload": "support",
+                "number": 1,
+                "config": {"system_prompt": "be brief"},
+                "created_at": datetime.now(UTC),
+            },
+        )
+        conn.execute(
+            tables.deployments.insert(),
+            {
+                "workload": "support",
+                "stable_version": "v-abc",
+                "canary_share": 0.0,
+                "updated_at": datetime.now(UTC),
+            },
+        )
     with fw.task(session_id="s1", input="x") as task:
         config = fw.agent_config(session_id="s1")
         task.finish("ok")
@@ -160,7 +205,9 @@ def test_agent_config_records_the_serving_version(fw, store, settings):
 
 def test_queue_overflow_spills_to_disk_before_dropping(settings, store):
     # A flusher that can never keep up: the transport always fails, and the queue is tiny.
-    small = settings.model_copy(update={"sdk_queue_size": 10, "sdk_batch_size": 5, "url": "http://127.0.0.1:9"})
+    small = settings.model_copy(
+        update={"sdk_queue_size": 10, "sdk_batch_size": 5, "url": "http://127.0.0.1:9"}
+    )
     fw = flywheel.init("support", settings=small)
     for i in range(200):
         with fw.task(input=i) as task:

@@ -4,18 +4,20 @@ import json
 from pathlib import Path
 
 import orjson
+from tests.helpers import task_events
+from tests.server.conftest import auth
 
 from flywheel.records import new_id
 from flywheel.server import create_app
-from tests.helpers import task_events
-from tests.server.conftest import auth
 
 ROOT = Path(__file__).parents[2]
 
 
 def test_events_are_committed_before_the_200(client, store, keys):
     events = task_events(steps=2)
-    response = client.post("/v1/events", content=orjson.dumps({"events": events}), headers=auth(keys["ingest"]))
+    response = client.post(
+        "/v1/events", content=orjson.dumps({"events": events}), headers=auth(keys["ingest"])
+    )
     assert response.status_code == 200
     assert response.json() == {"received": 4, "accepted": 4, "stored": 4, "duplicates": 0, "rejected": []}
     assert len(store.get_task(events[0]["id"]).steps) == 2
@@ -65,8 +67,14 @@ def test_oversize_body_is_413(settings, store, keys):
 
 def test_every_endpoint_but_healthz_needs_a_key(client):
     assert client.get("/healthz").status_code == 200
-    for method, path in (("post", "/v1/events"), ("get", "/v1/tasks"), ("get", "/v1/stats"),
-                         ("post", "/v1/traces"), ("get", "/metrics"), ("get", "/v1/agent-config?workload=w")):
+    for method, path in (
+        ("post", "/v1/events"),
+        ("get", "/v1/tasks"),
+        ("get", "/v1/stats"),
+        ("post", "/v1/traces"),
+        ("get", "/metrics"),
+        ("get", "/v1/agent-config?workload=w"),
+    ):
         response = getattr(client, method)(path)
         assert response.status_code == 401, path
         assert "flywheel keys create" in response.json()["error"]["hint"]
@@ -97,14 +105,19 @@ def test_only_hashes_of_keys_are_stored(store, keys):
 
 def test_task_list_filters_and_pages(client, keys):
     for i in range(5):
-        client.post("/v1/events", content=orjson.dumps(task_events(workload="a", success=i % 2 == 0)),
-                    headers=auth(keys["ingest"]))
+        client.post(
+            "/v1/events",
+            content=orjson.dumps(task_events(workload="a", success=i % 2 == 0)),
+            headers=auth(keys["ingest"]),
+        )
     client.post("/v1/events", content=orjson.dumps(task_events(workload="b")), headers=auth(keys["ingest"]))
     headers = auth(keys["review"])
     page = client.get("/v1/tasks?workload=a&limit=2", headers=headers).json()
     seen = [t["id"] for t in page["tasks"]]
     while page["next_cursor"]:
-        page = client.get("/v1/tasks", params={"workload": "a", "limit": 2, "cursor": page["next_cursor"]}, headers=headers).json()
+        page = client.get(
+            "/v1/tasks", params={"workload": "a", "limit": 2, "cursor": page["next_cursor"]}, headers=headers
+        ).json()
         seen += [t["id"] for t in page["tasks"]]
     assert len(seen) == len(set(seen)) == 5
     failed = client.get("/v1/tasks?workload=a&success=false", headers=headers).json()["tasks"]
@@ -126,17 +139,37 @@ def test_feedback_corrections_annotations_and_their_audit(client, store, keys):
     events = task_events(steps=1)
     task_id = events[0]["id"]
     client.post("/v1/events", content=orjson.dumps(events), headers=auth(keys["ingest"]))
-    fb = client.post(f"/v1/tasks/{task_id}/feedback", json={"thumbs": -1, "comment": "wrong tool"}, headers=auth(keys["ingest"]))
+    fb = client.post(
+        f"/v1/tasks/{task_id}/feedback",
+        json={"thumbs": -1, "comment": "wrong tool"},
+        headers=auth(keys["ingest"]),
+    )
     assert fb.status_code == 200 and fb.json()["stored"] is True
     fixed = {"tool_calls": [{"name": "refund", "arguments": {"order": "A1"}}], "id": "corr-1"}
-    assert client.post(f"/v1/tasks/{task_id}/corrections", json=fixed, headers=auth(keys["review"])).json()["stored"]
-    assert client.post(f"/v1/tasks/{task_id}/corrections", json=fixed, headers=auth(keys["review"])).json()["stored"] is False
+    assert client.post(f"/v1/tasks/{task_id}/corrections", json=fixed, headers=auth(keys["review"])).json()[
+        "stored"
+    ]
+    assert (
+        client.post(f"/v1/tasks/{task_id}/corrections", json=fixed, headers=auth(keys["review"])).json()[
+            "stored"
+        ]
+        is False
+    )
     note = {"annotation": {"kind": "adoption", "adopted": False, "rationale": "policy changed"}}
-    assert client.post(f"/v1/tasks/{task_id}/annotations", json=note, headers=auth(keys["ingest"])).status_code == 403
-    assert client.post(f"/v1/tasks/{task_id}/annotations", json=note, headers=auth(keys["review"])).status_code == 200
+    assert (
+        client.post(f"/v1/tasks/{task_id}/annotations", json=note, headers=auth(keys["ingest"])).status_code
+        == 403
+    )
+    assert (
+        client.post(f"/v1/tasks/{task_id}/annotations", json=note, headers=auth(keys["review"])).status_code
+        == 200
+    )
     bad = client.post(f"/v1/tasks/{task_id}/feedback", json={"rating": 9}, headers=auth(keys["ingest"]))
     assert bad.status_code == 400 and "rating" in bad.json()["error"]["message"]
-    assert client.post("/v1/tasks/nope/feedback", json={"thumbs": 1}, headers=auth(keys["ingest"])).status_code == 404
+    assert (
+        client.post("/v1/tasks/nope/feedback", json={"thumbs": 1}, headers=auth(keys["ingest"])).status_code
+        == 404
+    )
     task = store.get_task(task_id)
     assert (len(task.feedback), len(task.corrections), len(task.annotations)) == (1, 1, 1)
     assert task.annotations[0]["author"] == "key:review-key"
@@ -159,4 +192,6 @@ def test_agent_config_before_any_deployment(client, keys):
 
 def test_committed_openapi_document_is_current(client):
     committed = json.loads((ROOT / "docs" / "openapi.json").read_text())
-    assert client.get("/openapi.json").json() == committed, "run: python -m flywheel.server.openapi > docs/openapi.json"
+    assert client.get("/openapi.json").json() == committed, (
+        "run: python -m flywheel.server.openapi > docs/openapi.json"
+    )

@@ -23,6 +23,9 @@ def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path):
     from flywheel.config import Settings
     from flywheel.store import Store
 
-    with Store.open(Settings(database_url=f"sqlite:///{tmp_path}/f.db")) as store, store.engine.connect() as conn:
+    with (
+        Store.open(Settings(database_url=f"sqlite:///{tmp_path}/f.db")) as store,
+        store.engine.connect() as conn,
+    ):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL

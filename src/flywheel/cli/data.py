@@ -47,7 +47,12 @@ def list_tasks(
             cursor=cursor,
         )
     if json:
-        print_json({"tasks": [t.model_dump(mode="json", exclude={"steps"}) for t in tasks], "next_cursor": next_cursor})
+        print_json(
+            {
+                "tasks": [t.model_dump(mode="json", exclude={"steps"}) for t in tasks],
+                "next_cursor": next_cursor,
+            }
+        )
         return
     table = Table("started", "task", "workload", "session", "outcome", "ms", "input")
     for t in tasks:
@@ -76,11 +81,18 @@ def show_task(task_id: str, json: Json = False) -> None:
         return
     out = console()
     outcome = {True: "succeeded", False: "failed", None: "no outcome yet"}[task.success]
-    out.print(f"[bold]task {task.id}[/bold]  {escape(task.workload)}  session {escape(task.session_id)}  {outcome}")
+    out.print(
+        f"[bold]task {task.id}[/bold]  {escape(task.workload)}  session {escape(task.session_id)}  {outcome}"
+    )
     out.print(f"input:  {_short(task.input, 200)}")
     table = Table("#", "kind", "name", "ms", "error", "detail")
     for step in task.steps:
-        detail = step.data.get("arguments") or step.data.get("query") or step.data.get("text") or step.data.get("path")
+        detail = (
+            step.data.get("arguments")
+            or step.data.get("query")
+            or step.data.get("text")
+            or step.data.get("path")
+        )
         table.add_row(
             str(step.seq),
             step.kind,
@@ -94,7 +106,8 @@ def show_task(task_id: str, json: Json = False) -> None:
     if task.confidence is not None:
         out.print(f"confidence: {task.confidence}")
     for fb in task.feedback:
-        out.print(f"feedback: {_short({k: v for k, v in fb.items() if v not in (None, False) and k not in ('id', 'task_id', 'at')}, 120)}")
+        signals = {k: v for k, v in fb.items() if v not in (None, False) and k not in ("id", "task_id", "at")}
+        out.print(f"feedback: {_short(signals, 120)}")
     for c in task.corrections:
         out.print(f"correction by {escape(c['author'])}: {_short(c['output'] or c['tool_calls'], 120)}")
 
@@ -117,12 +130,16 @@ def render_stats(data: dict[str, Any]) -> None:
     for w in data["workloads"]:
         rate = f"{w['success_rate']:.1%}" if w["success_rate"] is not None else ""
         avg = f"{w['avg_duration_ms']:.0f}" if w["avg_duration_ms"] is not None else ""
-        table.add_row(escape(w["workload"]), str(w["tasks"]), str(w["finished"]), rate, avg, str(w["sessions"]))
+        table.add_row(
+            escape(w["workload"]), str(w["tasks"]), str(w["finished"]), rate, avg, str(w["sessions"])
+        )
     out = console()
     out.print(table)
     steps = ", ".join(f"{kind} {n}" for kind, n in data["steps"].items()) or "none"
     out.print(f"steps: {steps}")
-    out.print(f"feedback {data['feedback']}, corrections {data['corrections']}, annotations {data['annotations']}")
+    out.print(
+        f"feedback {data['feedback']}, corrections {data['corrections']}, annotations {data['annotations']}"
+    )
 
 
 def import_(
@@ -136,18 +153,25 @@ def import_(
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
     config = settings()
     size = file.stat().st_size
-    with open_store() as store, Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        console=console(stderr=True),
-        disable=json,
-        transient=True,
-    ) as bar:
+    with (
+        open_store() as store,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=console(stderr=True),
+            disable=json,
+            transient=True,
+        ) as bar,
+    ):
         job = bar.add_task(f"importing {file.name}", total=size)
         report = import_file(
-            Ingestor(store, config), file, format, workload=workload, progress=lambda done: bar.update(job, completed=done)  # type: ignore[arg-type]
+            Ingestor(store, config),
+            file,
+            format,
+            workload=workload,
+            progress=lambda done: bar.update(job, completed=done),  # type: ignore[arg-type]
         )
     if json:
         print_json(report.as_dict())

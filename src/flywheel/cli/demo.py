@@ -31,7 +31,15 @@ def demo(
     with open_store() as store:
         data = store.stats("support-triage")
     if json:
-        print_json({"tasks": run.tasks, "succeeded": run.succeeded, "delivered": delivered, "sdk": counts, "stats": data})
+        print_json(
+            {
+                "tasks": run.tasks,
+                "succeeded": run.succeeded,
+                "delivered": delivered,
+                "sdk": counts,
+                "stats": data,
+            }
+        )
         return
     out = console()
     out.print(

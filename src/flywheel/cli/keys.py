@@ -53,7 +53,14 @@ def list_(json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = Fa
         return
     table = Table("id", "name", "prefix", "scopes", "created", "revoked")
     for r in rows:
-        table.add_row(r["id"], r["name"], r["prefix"] + "...", ",".join(r["scopes"]), r["created_at"][:19], (r["revoked_at"] or "")[:19])
+        table.add_row(
+            r["id"],
+            r["name"],
+            r["prefix"] + "...",
+            ",".join(r["scopes"]),
+            r["created_at"][:19],
+            (r["revoked_at"] or "")[:19],
+        )
     console().print(table)
 
 
@@ -66,6 +73,8 @@ def revoke(
     with open_store() as store:
         revoked = store.revoke_key(key)
     if json:
-        print_json({"id": revoked.id, "revoked_at": revoked.revoked_at.isoformat() if revoked.revoked_at else None})
+        print_json(
+            {"id": revoked.id, "revoked_at": revoked.revoked_at.isoformat() if revoked.revoked_at else None}
+        )
     else:
         console().print(f"revoked key {revoked.name} ({revoked.id})")

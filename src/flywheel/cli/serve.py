@@ -38,7 +38,9 @@ def serve(
             "'flywheel keys create --scope ingest' (or --scope admin)"
         )
     store.close()
-    console(stderr=True).print(f"serving on http://{config.host}:{config.port} (database {config.database_url})")
+    console(stderr=True).print(
+        f"serving on http://{config.host}:{config.port} (database {config.database_url})"
+    )
     if workers == 1:
         uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning")
     else:

@@ -90,9 +90,7 @@ def prepare_events(items: list[Any], redactor: Redactor) -> PreparedBatch:
         try:
             _add_rows(prepared.rows, event, redactor, now)
         except FieldTooLong as exc:
-            prepared.rejected.append(
-                EventError(index, event.id, exc.path.lstrip("."), str(exc).lstrip("."))
-            )
+            prepared.rejected.append(EventError(index, event.id, exc.path.lstrip("."), str(exc).lstrip(".")))
     return prepared
 
 

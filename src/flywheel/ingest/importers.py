@@ -157,7 +157,9 @@ def import_file(
         report.stored += result.stored
         report.duplicates += result.duplicates
         for error in result.rejected:
-            report.errors.append({"line": origin[error.index], "field": error.field, "message": error.message})
+            report.errors.append(
+                {"line": origin[error.index], "field": error.field, "message": error.message}
+            )
         pending.clear()
         origin.clear()
 

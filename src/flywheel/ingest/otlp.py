@@ -147,10 +147,7 @@ def _messages(attrs: dict[str, Any]) -> list[Any]:
         return value if isinstance(value, list) else [{"role": "user", "content": value}]
     flat = _indexed(attrs, "llm.input_messages.")
     if flat:
-        return [
-            {"role": m.get("message.role", "user"), "content": m.get("message.content")}
-            for m in flat
-        ]
+        return [{"role": m.get("message.role", "user"), "content": m.get("message.content")} for m in flat]
     if "input.value" in attrs:
         value = _json_or_text(attrs["input.value"])
         if isinstance(value, dict) and isinstance(value.get("messages"), list):
@@ -167,8 +164,7 @@ def _response(attrs: dict[str, Any]) -> Any:
     flat = _indexed(attrs, "llm.output_messages.")
     if flat:
         return [
-            {"role": m.get("message.role", "assistant"), "content": m.get("message.content")}
-            for m in flat
+            {"role": m.get("message.role", "assistant"), "content": m.get("message.content")} for m in flat
         ]
     return _json_or_text(attrs.get("output.value"))
 
@@ -291,9 +287,7 @@ def _span_events(
                 "type": "tool_call",
                 **common,
                 "name": str(attrs.get("gen_ai.tool.name") or attrs.get("tool.name") or span.name),
-                "arguments": _json_or_text(
-                    attrs.get("gen_ai.tool.call.arguments", attrs.get("input.value"))
-                ),
+                "arguments": _json_or_text(attrs.get("gen_ai.tool.call.arguments", attrs.get("input.value"))),
                 "output": _json_or_text(attrs.get("gen_ai.tool.call.result", attrs.get("output.value"))),
                 "error": error,
             }

@@ -78,9 +78,7 @@ class Redactor:
             parts.append(f"(?P<{name}>{DETECTORS[name]})")
         for name, pattern in (patterns or {}).items():
             if not _NAME.match(name) or name in DETECTORS:
-                raise ConfigError(
-                    f"redaction rule name {name!r} must be lower_snake_case and not a built-in"
-                )
+                raise ConfigError(f"redaction rule name {name!r} must be lower_snake_case and not a built-in")
             try:
                 re.compile(pattern)
             except re.error as exc:

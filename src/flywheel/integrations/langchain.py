@@ -42,7 +42,11 @@ def _message(message: Any) -> dict[str, Any]:
     tool_calls = getattr(message, "tool_calls", None)
     if tool_calls:
         out["tool_calls"] = [
-            {"id": c.get("id"), "type": "function", "function": {"name": c["name"], "arguments": c.get("args", {})}}
+            {
+                "id": c.get("id"),
+                "type": "function",
+                "function": {"name": c["name"], "arguments": c.get("args", {})},
+            }
             for c in tool_calls
         ]
     if getattr(message, "tool_call_id", None):
@@ -99,7 +103,9 @@ class FlywheelCallbackHandler(BaseCallbackHandler):
         except Exception:
             log.exception("flywheel: could not log a LangChain event")
 
-    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any) -> None:
+    def on_chain_start(
+        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> None:
         self._guard(self._task_for, run_id, parent_run_id, inputs)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kw: Any) -> None:
@@ -111,38 +117,78 @@ class FlywheelCallbackHandler(BaseCallbackHandler):
     # -------------------------------------------------------------- models
 
     def on_chat_model_start(
-        self, serialized: Any, messages: list[list[Any]], *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+        self,
+        serialized: Any,
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kw: Any,
     ) -> None:
         def start() -> None:
             flat = [_message(m) for batch in messages for m in batch]
             self._task_for(run_id, parent_run_id, flat)
             params = kw.get("invocation_params") or {}
-            model = params.get("model") or params.get("model_name") or (kw.get("metadata") or {}).get("ls_model_name")
-            self._starts[run_id] = (time.time(), {"messages": flat, "tools": params.get("tools"), "model": model or (serialized or {}).get("name") or "unknown"})
+            model = (
+                params.get("model")
+                or params.get("model_name")
+                or (kw.get("metadata") or {}).get("ls_model_name")
+            )
+            self._starts[run_id] = (
+                time.time(),
+                {
+                    "messages": flat,
+                    "tools": params.get("tools"),
+                    "model": model or (serialized or {}).get("name") or "unknown",
+                },
+            )
 
         self._guard(start)
 
-    def on_llm_start(self, serialized: Any, prompts: list[str], *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any) -> None:
+    def on_llm_start(
+        self,
+        serialized: Any,
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kw: Any,
+    ) -> None:
         def start() -> None:
             messages = [{"role": "user", "content": p} for p in prompts]
             self._task_for(run_id, parent_run_id, messages)
             params = kw.get("invocation_params") or {}
-            self._starts[run_id] = (time.time(), {"messages": messages, "tools": None, "model": params.get("model") or params.get("model_name") or "unknown"})
+            self._starts[run_id] = (
+                time.time(),
+                {
+                    "messages": messages,
+                    "tools": None,
+                    "model": params.get("model") or params.get("model_name") or "unknown",
+                },
+            )
 
         self._guard(start)
 
     def _llm_done(self, run_id: UUID, response: Any, error: BaseException | None) -> None:
-        started, details = self._starts.pop(run_id, (time.time(), {"messages": [], "tools": None, "model": "unknown"}))
+        started, details = self._starts.pop(
+            run_id, (time.time(), {"messages": [], "tools": None, "model": "unknown"})
+        )
         body: Any = None
         usage: dict[str, Any] = {}
         if response is not None:
             generations = [g for batch in response.generations for g in batch]
-            body = [_message(g.message) if hasattr(g, "message") else {"role": "assistant", "content": g.text} for g in generations]
+            body = [
+                _message(g.message) if hasattr(g, "message") else {"role": "assistant", "content": g.text}
+                for g in generations
+            ]
             usage = (response.llm_output or {}).get("token_usage") or {}
             for g in generations:
                 meta = getattr(getattr(g, "message", None), "usage_metadata", None)
                 if meta:
-                    usage = {"prompt_tokens": meta.get("input_tokens"), "completion_tokens": meta.get("output_tokens")}
+                    usage = {
+                        "prompt_tokens": meta.get("input_tokens"),
+                        "completion_tokens": meta.get("output_tokens"),
+                    }
         with self._lock:
             task = self._tasks.get(self._root.get(run_id, run_id))
         if task is not None:
@@ -166,12 +212,22 @@ class FlywheelCallbackHandler(BaseCallbackHandler):
     # --------------------------------------------------------------- tools
 
     def on_tool_start(
-        self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: UUID | None = None, inputs: Any = None, **kw: Any
+        self,
+        serialized: Any,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        inputs: Any = None,
+        **kw: Any,
     ) -> None:
         def start() -> None:
             self._task_for(run_id, parent_run_id, inputs if inputs is not None else input_str)
             name = (serialized or {}).get("name") or kw.get("name") or "tool"
-            self._starts[run_id] = (time.time(), {"name": name, "arguments": inputs if inputs is not None else input_str})
+            self._starts[run_id] = (
+                time.time(),
+                {"name": name, "arguments": inputs if inputs is not None else input_str},
+            )
 
         self._guard(start)
 
@@ -198,7 +254,9 @@ class FlywheelCallbackHandler(BaseCallbackHandler):
 
     # ---------------------------------------------------------- retrievers
 
-    def on_retriever_start(self, serialized: Any, query: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any) -> None:
+    def on_retriever_start(
+        self, serialized: Any, query: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> None:
         def start() -> None:
             self._task_for(run_id, parent_run_id, query)
             self._starts[run_id] = (time.time(), {"query": query})

@@ -97,7 +97,9 @@ def _log(fw: Flywheel, request: dict[str, Any], response: Any, started: float, e
             task.llm_call(**step)
             return
         # No task open: the call is a task of its own.
-        with TaskHandle(fw, id=None, session_id=None, input=messages, agent_version=None, metadata={"source": "openai"}) as own:
+        with TaskHandle(
+            fw, id=None, session_id=None, input=messages, agent_version=None, metadata={"source": "openai"}
+        ) as own:
             own.started_at = started
             own.llm_call(**step)
             message = _first_message(body)
@@ -141,7 +143,8 @@ class _Accumulator:
                 self.content.append(delta["content"])
             for call in delta.get("tool_calls") or []:
                 slot = self.tool_calls.setdefault(
-                    call.get("index", 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+                    call.get("index", 0),
+                    {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
                 )
                 if call.get("id"):
                     slot["id"] = call["id"]

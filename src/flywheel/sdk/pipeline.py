@@ -24,6 +24,7 @@ Guarantees, in the order they matter to an agent:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -161,10 +162,8 @@ class Spool:
         if not any(self.dir.glob("*.json")):
             (self.dir / ".lock").unlink(missing_ok=True)
             self._lock_file.close()
-            try:
+            with contextlib.suppress(OSError):  # another process may have written since
                 self.dir.rmdir()
-            except OSError:
-                pass
         else:
             self._lock_file.close()
         for _, lock in self._adopted:
@@ -233,7 +232,11 @@ class Pipeline:
             self.counts["spooled"] += len(batch)
         except OSError as exc:
             self.counts["dropped"] += len(batch)
-            log.error("flywheel: dropped %d events: the queue is full and the spool refused them: %s", len(batch), exc)
+            log.error(
+                "flywheel: dropped %d events: the queue is full and the spool refused them: %s",
+                len(batch),
+                exc,
+            )
 
     # ------------------------------------------------------ flusher side
 

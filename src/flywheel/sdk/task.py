@@ -18,9 +18,7 @@ __all__ = ["TaskContext", "TaskHandle", "current_task"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_current: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar(
-    "flywheel_task", default=None
-)
+_current: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar("flywheel_task", default=None)
 
 
 def current_task() -> TaskHandle | None:
@@ -102,7 +100,9 @@ class TaskHandle:
         """Log a model call. ``usage`` may be an OpenAI usage object or dict."""
         if usage is not None:
             get = usage.get if isinstance(usage, dict) else lambda k, d=None: getattr(usage, k, d)
-            input_tokens = input_tokens if input_tokens is not None else get("prompt_tokens", get("input_tokens"))
+            input_tokens = (
+                input_tokens if input_tokens is not None else get("prompt_tokens", get("input_tokens"))
+            )
             output_tokens = (
                 output_tokens if output_tokens is not None else get("completion_tokens", get("output_tokens"))
             )

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from flywheel import __version__
 from flywheel.config import Settings
 from flywheel.errors import ConfigError, FlywheelError
-from flywheel.ingest import IngestResult, Ingestor
+from flywheel.ingest import Ingestor, IngestResult
 from flywheel.server import ingest, tasks
 from flywheel.server.auth import require
 from flywheel.server.schemas import EventBatch
@@ -100,9 +100,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
-        ]
+        problems = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
         message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         return JSONResponse(
             {"error": {"type": "InvalidInput", "message": message, "problems": problems}},
@@ -118,9 +116,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         return {"status": "ok", "version": __version__}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    def metrics(
-        request: Request, key: Annotated[ApiKey, Depends(require("ingest", "review"))]
-    ) -> Response:
+    def metrics(request: Request, key: Annotated[ApiKey, Depends(require("ingest", "review"))]) -> Response:
         state = request.app.state
         state.metrics.pending.set(state.ingestor.writer.pending_rows)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -130,7 +126,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             batch = EventBatch.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(batch.pop("$defs", {}))

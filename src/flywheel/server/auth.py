@@ -13,7 +13,12 @@ __all__ = ["ANONYMOUS", "require"]
 
 #: Stands in for a key when the server runs with auth disabled (loopback only).
 ANONYMOUS = ApiKey(
-    id="anonymous", name="anonymous", prefix="", scopes=["admin"], created_at=None, revoked_at=None  # type: ignore[arg-type]
+    id="anonymous",
+    name="anonymous",
+    prefix="",
+    scopes=["admin"],
+    created_at=None,
+    revoked_at=None,  # type: ignore[arg-type]
 )
 
 
@@ -29,8 +34,9 @@ def require(*scopes: str) -> Callable[[Request], ApiKey]:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise Unauthorized(
-                "missing API key", hint="send 'Authorization: Bearer KEY'; create one with "
-                "'flywheel keys create --scope ingest'"
+                "missing API key",
+                hint="send 'Authorization: Bearer KEY'; create one with "
+                "'flywheel keys create --scope ingest'",
             )
         key = state.store.find_key(secret.strip())
         if key is None:

@@ -61,7 +61,10 @@ async def commit(ingestor: Ingestor, prepared: PreparedBatch) -> WriteResult:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventBatch"}}},
         }
     },
-    responses={413: {"description": "body or batch too large"}, 422: {"description": "every event was rejected"}},
+    responses={
+        413: {"description": "body or batch too large"},
+        422: {"description": "every event was rejected"},
+    },
     summary="Ingest a batch of events",
 )
 async def post_events(request: Request, key: IngestKey) -> Response:
@@ -78,7 +81,9 @@ async def post_events(request: Request, key: IngestKey) -> Response:
     result = Ingestor.result(prepared, written)
     state.metrics.record_ingest("events", result)
     status = 422 if result.rejected and not (result.stored + result.duplicates) else 200
-    return Response(IngestResponse(**result.as_dict()).model_dump_json(), status, media_type="application/json")
+    return Response(
+        IngestResponse(**result.as_dict()).model_dump_json(), status, media_type="application/json"
+    )
 
 
 EventBatch.model_rebuild()

@@ -116,9 +116,7 @@ def get_stats(request: Request, key: ReadKey, workload: str | None = None) -> di
     return request.app.state.store.stats(workload)
 
 
-@router.get(
-    "/v1/agent-config", response_model=AgentConfigResponse, summary="The version serving a session"
-)
+@router.get("/v1/agent-config", response_model=AgentConfigResponse, summary="The version serving a session")
 def get_agent_config(
     request: Request, key: IngestKey, workload: str, session_id: str | None = None
 ) -> AgentConfigResponse:

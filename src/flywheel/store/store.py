@@ -253,10 +253,7 @@ class Store:
 
     def task_exists(self, task_id: str) -> bool:
         with self.engine.connect() as conn:
-            return (
-                conn.execute(select(t.tasks.c.id).where(t.tasks.c.id == task_id)).first()
-                is not None
-            )
+            return conn.execute(select(t.tasks.c.id).where(t.tasks.c.id == task_id)).first() is not None
 
     def list_tasks(
         self,
@@ -388,19 +385,19 @@ class Store:
 
     def list_keys(self) -> list[ApiKey]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(t.api_keys).order_by(t.api_keys.c.created_at)
-            ).mappings()
+            rows = conn.execute(select(t.api_keys).order_by(t.api_keys.c.created_at)).mappings()
             return [_key(r) for r in rows]
 
     def revoke_key(self, key_id_or_prefix: str, *, actor: str = "cli") -> ApiKey:
         c = t.api_keys.c
         with self._writing() as conn:
-            rows = conn.execute(
-                select(t.api_keys).where(
-                    or_(c.id == key_id_or_prefix, c.prefix == key_id_or_prefix)
+            rows = (
+                conn.execute(
+                    select(t.api_keys).where(or_(c.id == key_id_or_prefix, c.prefix == key_id_or_prefix))
                 )
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
             if not rows:
                 raise NotFound(f"no API key with id or prefix {key_id_or_prefix!r}")
             if len(rows) > 1:
@@ -416,9 +413,11 @@ class Store:
         """The active key with this secret, or None."""
         c = t.api_keys.c
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.api_keys).where(c.key_hash == hash_key(secret), c.revoked_at.is_(None))
-            ).mappings().first()
+            row = (
+                conn.execute(select(t.api_keys).where(c.key_hash == hash_key(secret), c.revoked_at.is_(None)))
+                .mappings()
+                .first()
+            )
         return _key(row) if row else None
 
     # ------------------------------------------------------ agent versions
@@ -426,11 +425,15 @@ class Store:
     def stable_version(self, workload: str) -> AgentVersion | None:
         """The version that serves ``workload`` now, if one is deployed."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.agent_versions)
-                .join(t.deployments, t.deployments.c.stable_version == t.agent_versions.c.id)
-                .where(t.deployments.c.workload == workload)
-            ).mappings().first()
+            row = (
+                conn.execute(
+                    select(t.agent_versions)
+                    .join(t.deployments, t.deployments.c.stable_version == t.agent_versions.c.id)
+                    .where(t.deployments.c.workload == workload)
+                )
+                .mappings()
+                .first()
+            )
         return AgentVersion(**row) if row else None
 
     # -------------------------------------------------------------- audit
