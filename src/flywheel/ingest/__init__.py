@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flywheel.config import Settings
-from flywheel.ingest.events import EventError, PreparedBatch, parse_body, prepare_events
+from flywheel.ingest.events import EventError, PreparedBatch, prepare_body, prepare_events
 from flywheel.ingest.redact import Redactor
 from flywheel.ingest.writer import BulkWriter
 from flywheel.store import Store, WriteResult
@@ -49,8 +49,7 @@ class Ingestor:
         self.writer = BulkWriter(store) if group_commit else None
 
     def prepare_body(self, body: bytes) -> PreparedBatch:
-        items = parse_body(body, max_events=self.settings.max_batch_events)
-        return prepare_events(items, self.redactor)
+        return prepare_body(body, self.redactor, max_events=self.settings.max_batch_events)
 
     def prepare(self, items: list[Any]) -> PreparedBatch:
         return prepare_events(items, self.redactor)

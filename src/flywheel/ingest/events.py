@@ -8,12 +8,13 @@ are kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from flywheel.errors import InvalidInput, PayloadTooLarge
 from flywheel.ingest.redact import FieldTooLong, Redactor
@@ -21,6 +22,7 @@ from flywheel.records import (
     STEP_EVENT_TYPES,
     AnnotationEvent,
     CorrectionEvent,
+    Event,
     FeedbackEvent,
     TaskFinishedEvent,
     TaskStartedEvent,
@@ -30,7 +32,9 @@ from flywheel.records import (
 )
 from flywheel.store import RowBatch
 
-__all__ = ["EventError", "PreparedBatch", "parse_body", "prepare_events"]
+__all__ = ["EventError", "PreparedBatch", "parse_body", "prepare_body", "prepare_events"]
+
+_envelope_adapter: TypeAdapter[dict[str, list[Event]]] = TypeAdapter(dict[Literal["events"], list[Event]])
 
 _STEP_COMMON = {"type", "id", "task_id", "seq", "started_at", "ended_at", "error"}
 
@@ -73,6 +77,34 @@ def parse_body(body: bytes, *, max_events: int) -> list[Any]:
     return data
 
 
+def prepare_body(body: bytes, redactor: Redactor, *, max_events: int) -> PreparedBatch:
+    """Validate, redact and turn a request body into rows.
+
+    The fast path validates the JSON bytes directly and, when the serialised
+    batch holds nothing a redaction rule could match, skips the field walk.
+    """
+    try:
+        stripped = body.lstrip()
+        if stripped[:1] == b"[":
+            events = events_adapter.validate_json(body)
+        else:
+            events = _envelope_adapter.validate_json(body)["events"]
+    except (ValidationError, ValueError):
+        return prepare_events(parse_body(body, max_events=max_events), redactor)
+    if len(events) > max_events:
+        raise PayloadTooLarge(
+            f"the batch has {len(events)} events; the limit is {max_events}",
+            hint="split it into smaller batches",
+        )
+    if redactor.needs_walk(body):
+        return prepare_events(parse_body(body, max_events=max_events), redactor)
+    prepared = PreparedBatch(rows=RowBatch(), received=len(events))
+    now = utcnow()
+    for event in events:
+        _add_rows(prepared.rows, event, _as_is, now)
+    return prepared
+
+
 def prepare_events(items: list[Any], redactor: Redactor) -> PreparedBatch:
     """Validate, redact and turn events into rows; bad events become errors."""
     prepared = PreparedBatch(rows=RowBatch(), received=len(items))
@@ -87,11 +119,16 @@ def prepare_events(items: list[Any], redactor: Redactor) -> PreparedBatch:
                 prepared.rejected.append(_validation_error(index, item, exc))
     now = utcnow()
     for index, event in events:
+        walk = redactor.needs_walk(orjson.dumps(items[index], option=orjson.OPT_NON_STR_KEYS))
         try:
-            _add_rows(prepared.rows, event, redactor, now)
+            _add_rows(prepared.rows, event, redactor.value if walk else _as_is, now)
         except FieldTooLong as exc:
             prepared.rejected.append(EventError(index, event.id, exc.path.lstrip("."), str(exc).lstrip(".")))
     return prepared
+
+
+def _as_is(value: Any, path: str = "") -> tuple[Any, int]:
+    return value, 0
 
 
 def _validation_error(index: int, item: Any, exc: ValidationError) -> EventError:
@@ -108,12 +145,16 @@ def _ms(start: datetime, end: datetime | None) -> float | None:
     return (end - start).total_seconds() * 1000 if end is not None else None
 
 
-def _add_rows(rows: RowBatch, event: Any, redactor: Redactor, now: datetime) -> None:
+Clean = Callable[[Any, str], tuple[Any, int]]
+
+
+def _add_rows(rows: RowBatch, event: Any, clean: Clean, now: datetime) -> None:
+    """Append the rows of one event; ``clean`` redacts (or passes through) its content."""
     kind = event.type
     if kind in STEP_EVENT_TYPES:
         data = event.model_dump(mode="json", exclude=_STEP_COMMON)
-        data, n = redactor.value(data, "")
-        error, n_err = redactor.value(event.error, "error") if event.error else (None, 0)
+        data, n = clean(data, "")
+        error, n_err = clean(event.error, "error") if event.error else (None, 0)
         name = data.get("model") or data.get("name")
         rows.steps.append(
             {
@@ -139,7 +180,7 @@ def _add_rows(rows: RowBatch, event: Any, redactor: Redactor, now: datetime) -> 
             "output": event.output if finished else None,
             "error": event.error if finished else None,
         }
-        content, n = redactor.value(content, "")
+        content, n = clean(content, "")
         row = {
             "id": event.id,
             "workload": event.workload,
@@ -159,8 +200,8 @@ def _add_rows(rows: RowBatch, event: Any, redactor: Redactor, now: datetime) -> 
         }
         (rows.tasks_finished if finished else rows.tasks_started).append(row)
     elif isinstance(event, FeedbackEvent):
-        comment, n1 = redactor.value(event.comment, "comment")
-        edited_output, n2 = redactor.value(event.edited_output, "edited_output")
+        comment, n1 = clean(event.comment, "comment")
+        edited_output, n2 = clean(event.edited_output, "edited_output")
         rows.feedback.append(
             {
                 "id": event.id,
@@ -180,7 +221,7 @@ def _add_rows(rows: RowBatch, event: Any, redactor: Redactor, now: datetime) -> 
         )
     elif isinstance(event, CorrectionEvent):
         body = event.model_dump(mode="json", include={"output", "tool_calls"})
-        body, n = redactor.value(body, "")
+        body, n = clean(body, "")
         rows.corrections.append(
             {
                 "id": event.id,
@@ -194,7 +235,7 @@ def _add_rows(rows: RowBatch, event: Any, redactor: Redactor, now: datetime) -> 
             }
         )
     elif isinstance(event, AnnotationEvent):
-        data, n = redactor.value(event.annotation.model_dump(mode="json"), "annotation")
+        data, n = clean(event.annotation.model_dump(mode="json"), "annotation")
         rows.annotations.append(
             {
                 "id": event.id,

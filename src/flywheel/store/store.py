@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, and_, case, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from flywheel.config import Settings
 from flywheel.errors import InvalidInput, NotFound, StoreUnavailable
 from flywheel.records import AgentVersion, AuditEvent, Step, Task, new_id, utcnow
 from flywheel.store import tables as t
+from flywheel.store.bulk import finish_task_statement, insert_statement
 from flywheel.store.engine import WRITE_OPTION, create_store_engine, upgrade_schema
 
 __all__ = ["SCOPES", "ApiKey", "RowBatch", "Store", "WriteResult"]
@@ -88,7 +88,11 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        # In this order: a task's outcome upserts over its start (or a stub).
+        self._statements = [
+            (part, insert_statement(table, self.dialect)) for part, table in _INSERT_TABLES.items()
+        ]
+        self._statements.insert(1, ("tasks_finished", finish_task_statement(t.tasks, self.dialect)))
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, url: str | None = None) -> Store:
@@ -136,86 +140,22 @@ class Store:
         """
         results = [WriteResult() for _ in batches]
         with self._writing() as conn:
-            for part, table in _INSERT_TABLES.items():
-                self._insert_new(conn, table, part, batches, results)
-            self._finish_tasks(conn, batches, results)
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                for part, statement in self._statements:
+                    for batch, result in zip(batches, results, strict=True):
+                        rows = getattr(batch, part)
+                        if rows:
+                            cursor.executemany(statement.sql, statement.params(rows))
+                            stored = max(cursor.rowcount, 0)
+                            result.stored += stored
+                            result.duplicates += len(rows) - stored
+            finally:
+                cursor.close()
         return results
 
     def write_batch(self, batch: RowBatch) -> WriteResult:
         return self.write_batches([batch])[0]
-
-    def _insert_new(
-        self,
-        conn: Connection,
-        table: Table,
-        part: str,
-        batches: Sequence[RowBatch],
-        results: list[WriteResult],
-    ) -> None:
-        rows: dict[str, dict[str, Any]] = {}
-        for batch in batches:
-            for row in getattr(batch, part):
-                rows.setdefault(row["id"], row)
-        if not rows:
-            return
-        stmt = self._insert(table).on_conflict_do_nothing(index_elements=["id"])
-        stored = set(conn.execute(stmt.returning(table.c.id), list(rows.values())).scalars())
-        for batch, result in zip(batches, results, strict=True):
-            for row in getattr(batch, part):
-                if row["id"] in stored:
-                    stored.discard(row["id"])
-                    result.stored += 1
-                else:
-                    result.duplicates += 1
-
-    def _finish_tasks(
-        self, conn: Connection, batches: Sequence[RowBatch], results: list[WriteResult]
-    ) -> None:
-        rows: dict[str, dict[str, Any]] = {}
-        for batch in batches:
-            for row in batch.tasks_finished:
-                rows.setdefault(row["id"], row)
-        if not rows:
-            return
-        stmt = self._insert(t.tasks)
-        excluded = stmt.excluded
-        c = t.tasks.c
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["id"],
-            set_={
-                # The outcome's identity wins over a stub made from a child span.
-                "workload": excluded.workload,
-                "session_id": excluded.session_id,
-                "started_at": excluded.started_at,
-                "output": excluded.output,
-                "success": excluded.success,
-                "confidence": excluded.confidence,
-                "error": excluded.error,
-                "ended_at": excluded.ended_at,
-                "duration_ms": excluded.duration_ms,
-                "input": func.coalesce(c.input, excluded.input),
-                "agent_version": func.coalesce(c.agent_version, excluded.agent_version),
-                "metadata": excluded.metadata,
-                # A finished event repeats the input; count its redactions once.
-                "redactions": case(
-                    (excluded.input.is_(None), c.redactions + excluded.redactions),
-                    else_=excluded.redactions,
-                ),
-            },
-            where=c.ended_at.is_(None),
-        ).returning(c.id)
-        stored: set[str] = set()
-        # One statement per row: PostgreSQL refuses an upsert touching a row twice,
-        # and an outcome is a small share of the events.
-        for row in rows.values():
-            stored.update(conn.execute(stmt, row).scalars())
-        for batch, result in zip(batches, results, strict=True):
-            for row in batch.tasks_finished:
-                if row["id"] in stored:
-                    stored.discard(row["id"])
-                    result.stored += 1
-                else:
-                    result.duplicates += 1
 
     # -------------------------------------------------------------- tasks
 

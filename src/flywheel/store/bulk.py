@@ -1,0 +1,103 @@
+"""Bulk, idempotent inserts through the DB-API's ``executemany``.
+
+The hot path of ingestion: one prepared statement per table, parameters
+encoded once (JSON by orjson, times in the format SQLAlchemy reads back), and
+``ON CONFLICT DO NOTHING`` so that the row count says how many rows were new.
+SQLite and psycopg both sum ``rowcount`` over an ``executemany``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, Boolean, DateTime, Table
+
+__all__ = ["BulkStatement", "finish_task_statement", "insert_statement"]
+
+Encoder = Callable[[Any], Any]
+
+
+def _json(value: Any) -> Any:
+    return None if value is None else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    # SQLAlchemy's SQLite DateTime storage format; every time we store is UTC.
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+class BulkStatement:
+    """An INSERT for one table and dialect, with the encoders of its columns."""
+
+    def __init__(self, sql: str, columns: Sequence[str], encoders: Sequence[Encoder | None]) -> None:
+        self.sql = sql
+        self.columns = tuple(columns)
+        self.encoders = tuple(encoders)
+
+    def params(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        pairs = list(zip(self.columns, self.encoders, strict=True))
+        return [tuple(row.get(c) if enc is None else enc(row.get(c)) for c, enc in pairs) for row in rows]
+
+
+def _columns(table: Table, dialect: str) -> tuple[list[str], list[Encoder | None], list[str]]:
+    names, encoders, marks = [], [], []
+    for column in table.columns:
+        names.append(column.name)
+        if isinstance(column.type, JSON):
+            encoders.append(_json)
+            marks.append("?" if dialect == "sqlite" else "%s::jsonb")
+        elif isinstance(column.type, DateTime) and dialect == "sqlite":
+            encoders.append(_sqlite_time)
+            marks.append("?")
+        elif isinstance(column.type, Boolean) and dialect == "sqlite":
+            encoders.append(lambda v: None if v is None else int(v))
+            marks.append("?")
+        else:
+            encoders.append(None)
+            marks.append("?" if dialect == "sqlite" else "%s")
+    return names, encoders, marks
+
+
+def _quoted(names: Sequence[str]) -> str:
+    return ", ".join(f'"{n}"' for n in names)
+
+
+def insert_statement(table: Table, dialect: str) -> BulkStatement:
+    names, encoders, marks = _columns(table, dialect)
+    sql = (
+        f'INSERT INTO "{table.name}" ({_quoted(names)}) VALUES ({", ".join(marks)}) '
+        f'ON CONFLICT ("id") DO NOTHING'
+    )
+    return BulkStatement(sql, names, encoders)
+
+
+def finish_task_statement(table: Table, dialect: str) -> BulkStatement:
+    """Upsert of a task's outcome: fills in a started (or stub) task, once.
+
+    The outcome's identity wins over a stub made from a child span; input and
+    version are kept when the outcome has none; a finished event repeats the
+    input, so its redactions are counted once.
+    """
+    names, encoders, marks = _columns(table, dialect)
+    t = f'"{table.name}"'
+    sql = (
+        f"INSERT INTO {t} ({_quoted(names)}) VALUES ({', '.join(marks)}) "
+        f'ON CONFLICT ("id") DO UPDATE SET '
+        "workload = excluded.workload, session_id = excluded.session_id, "
+        "started_at = excluded.started_at, output = excluded.output, success = excluded.success, "
+        "confidence = excluded.confidence, error = excluded.error, ended_at = excluded.ended_at, "
+        "duration_ms = excluded.duration_ms, metadata = excluded.metadata, "
+        f"input = COALESCE({t}.input, excluded.input), "
+        f"agent_version = COALESCE({t}.agent_version, excluded.agent_version), "
+        f"redactions = CASE WHEN excluded.input IS NULL THEN {t}.redactions + excluded.redactions "
+        "ELSE excluded.redactions END "
+        f"WHERE {t}.ended_at IS NULL"
+    )
+    return BulkStatement(sql, names, encoders)
