@@ -109,3 +109,33 @@ def test_too_long_string_names_its_path():
     redactor = Redactor([], max_chars=10)
     with pytest.raises(FieldTooLong, match=re.escape("output.rows[1] is 11 characters")):
         redactor.value({"rows": ["ok", "x" * 11]}, "output")
+
+
+def test_card_like_digits_inside_an_id_are_left_alone():
+    number = _luhn_complete("077960980201")
+    assert SECRETS.text(f"card {number} here")[1] == 1
+    text = f"task 01a20ecb-8e{number[:2]}-{number[2:6]}-{number[6:10]}-{number[10:]}c3af6def9"
+    assert SECRETS.text(text) == (text, 0)
+
+
+secretish = st.one_of(
+    cards,
+    st.from_regex(r"sk-[A-Za-z0-9]{24}", fullmatch=True),
+    st.from_regex(r"AKIA[0-9A-Z]{16}", fullmatch=True),
+    st.from_regex(r"[Bb][Ee][Aa][Rr][Ee][Rr] [A-Za-z0-9]{20}", fullmatch=True),
+    st.from_regex(r"[a-z]{3,8}@[a-z]{3,8}\.(com|org)", fullmatch=True),
+    st.from_regex(r"\+?\d{2} \d{3} \d{4} \d{4}", fullmatch=True),
+    st.from_regex(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}", fullmatch=True),
+    st.text(max_size=40),
+)
+
+
+@given(parts=st.lists(secretish, max_size=4), sep=st.sampled_from([" ", "\n", "", "\t", "\"'", "\x1f", "\\", "é"]))
+@settings(max_examples=500)
+def test_the_batch_level_shortcut_never_skips_something_to_redact(parts, sep):
+    import orjson
+
+    text = sep.join(parts)
+    out, n = EVERYTHING.text(text)
+    if n or out != text:
+        assert EVERYTHING.needs_walk(orjson.dumps({"events": [{"input": text}]}))

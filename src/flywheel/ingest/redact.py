@@ -10,7 +10,7 @@ characters, which PostgreSQL cannot store, with U+FFFD.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flywheel.errors import ConfigError
@@ -40,10 +40,32 @@ DETECTORS: dict[str, str] = {
 # For each detector, literals (or a cheap pattern) that every text it can match
 # contains. Searching a whole serialised batch for them tells, at C speed, that
 # there is nothing to redact, so the field-by-field walk is skipped.
-TRIGGERS: dict[str, tuple[bytes, ...] | re.Pattern[bytes]] = {
+_DIGIT_RUN = re.compile(rb"\d(?:[ -]?\d){12}")
+_WORDISH = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+_ESCAPE = re.compile(rb"\\(?:[nrtbf]|u[0-9a-fA-F]{4})$")
+
+
+def _card_candidate(blob: bytes) -> bool:
+    """Whether ``blob`` may hold a card number the detector would take: a run of 13
+    digits not glued to a word (a hex id is), or glued only to a JSON escape."""
+    pos = 0
+    while (match := _DIGIT_RUN.search(blob, pos)) is not None:
+        start = match.start()
+        before = blob[start - 1] if start else None
+        if before is None or before not in _WORDISH or _ESCAPE.search(blob, max(0, start - 6), start):
+            return True
+        # Inside this run only a start right after a space can be valid.
+        space = blob.find(b" ", start, match.end())
+        pos = space + 1 if space != -1 else match.end()
+    return False
+
+
+Trigger = tuple[bytes, ...] | re.Pattern[bytes] | Callable[[bytes], bool]
+
+TRIGGERS: dict[str, Trigger] = {
     "private_key": (b"-----BEGIN ",),
     "jwt": (b"eyJ",),
-    "bearer_token": re.compile(rb"(?i)bearer"),
+    "bearer_token": lambda blob: b"bearer" in blob.lower(),
     "api_key": (
         b"sk-",
         b"AKIA",
@@ -59,7 +81,7 @@ TRIGGERS: dict[str, tuple[bytes, ...] | re.Pattern[bytes]] = {
         b"sk_live_",
         b"hf_",
     ),  # fmt: skip
-    "credit_card": re.compile(rb"(?<![\w-])\d(?:[ -]?\d){12}"),
+    "credit_card": lambda blob: _card_candidate(blob),
     "email": (b"@",),
     "phone": re.compile(rb"\d{3,4}[ .-]\d{3,4}"),
     "ip_address": re.compile(rb"\d\.\d{1,3}\.\d|:[0-9A-Fa-f]{1,4}:"),
@@ -100,11 +122,12 @@ class Redactor:
         max_chars: int = 1_000_000,
     ) -> None:
         parts: list[str] = []
-        self._triggers: list[tuple[bytes, ...] | re.Pattern[bytes]] = []
+        self._triggers: list[Trigger] = []
         for name in detectors:
             if name not in DETECTORS:
                 raise ConfigError(f"unknown redaction detector {name!r}; known: {sorted(DETECTORS)}")
-            parts.append(f"(?P<{name}>{DETECTORS[name]})")
+            # ASCII classes: what the byte-level triggers see, and what these formats use.
+            parts.append(f"(?P<{name}>(?a:{DETECTORS[name]}))")
             self._triggers.append(TRIGGERS[name])
         # The user's own patterns have no known trigger: with any, every event is walked.
         self._always_walk = bool(patterns)
@@ -128,7 +151,10 @@ class Redactor:
             if isinstance(trigger, tuple):
                 if any(literal in serialised for literal in trigger):
                     return True
-            elif trigger.search(serialised):
+            elif isinstance(trigger, re.Pattern):
+                if trigger.search(serialised):
+                    return True
+            elif trigger(serialised):
                 return True
         return False
 
