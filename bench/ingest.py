@@ -54,8 +54,15 @@ PG_ADMIN = os.environ.get("FLYWHEEL_TEST_PG", "postgresql+psycopg://root@127.0.0
 RNG = random.Random(7)
 
 
+_POOL: dict[int, list[str]] = {}
+
+
 def text_of(n: int) -> str:
-    return "".join(RNG.choice("abcdefgh ") for _ in range(n))
+    """Content of n characters, drawn from a pre-made pool so that making the load
+    costs the agent next to nothing."""
+    if n not in _POOL:
+        _POOL[n] = ["".join(RNG.choice("abcdefgh ") for _ in range(n)) for _ in range(64)]
+    return RNG.choice(_POOL[n])
 
 
 def free_port() -> int:
@@ -337,44 +344,77 @@ def executemany(database_url: str, task_rows: list[dict], step_rows: list[dict],
 # ---------------------------------------------------------- agent-side cost
 
 
-def sdk_cost(settings: Settings, url: str, key: str, n: int) -> float:
+def sdk_cost(settings: Settings, url: str | None, key: str, n: int) -> float:
+    """Microseconds on the agent's thread per logged LLM call (500 + 300 B of content).
+
+    With ``url`` the flusher sends to the server meanwhile; without, it discards."""
+    from flywheel.sdk.pipeline import Delivery, SendOutcome
+
     fw = flywheel.init(
         "bench-cost",
         settings=settings.model_copy(update={"url": url, "api_key": key, "home": settings.home / "cost"}),
     )
-    payload = text_of(500)
+    if url is None:
+        fw.pipeline.transport = lambda body: Delivery(SendOutcome.DELIVERED)
+    prompt, answer = text_of(500), text_of(300)
     with fw.task(input="x") as task:
         started = time.perf_counter()
         for _ in range(n):
-            task.tool_call(name="lookup", arguments={"q": payload[:100]}, output=payload, latency_ms=1)
+            task.llm_call(
+                model="gpt-4o",
+                messages=[{"role": "user", "content": prompt}],
+                response={"role": "assistant", "content": answer},
+                input_tokens=120,
+                output_tokens=40,
+                latency_ms=2,
+            )
         elapsed = time.perf_counter() - started
-    fw.flush(60)
+    fw.flush(120)
     fw.close()
     return elapsed / n * 1e6
 
 
-def otel_cost(url: str, key: str, n: int) -> tuple[float, int]:
+def otel_cost(url: str | None, key: str, n: int) -> float:
+    """The same LLM call as an OpenTelemetry span (GenAI + OpenInference attributes),
+    BatchSpanProcessor with default settings, exported by OTLP/HTTP or discarded."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-    provider = TracerProvider()
-    processor = BatchSpanProcessor(
+    class Discard(SpanExporter):
+        def export(self, spans):  # type: ignore[no-untyped-def]
+            return SpanExportResult.SUCCESS
+
+    exporter = (
         OTLPSpanExporter(endpoint=f"{url}/v1/traces", headers={"Authorization": f"Bearer {key}"})
+        if url
+        else Discard()
     )
-    provider.add_span_processor(processor)
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     tracer = provider.get_tracer("bench")
-    payload = text_of(500)
+    prompt, answer = text_of(500), text_of(300)
     started = time.perf_counter()
     for _ in range(n):
-        with tracer.start_as_current_span("execute_tool lookup") as span:
-            span.set_attribute("gen_ai.operation.name", "execute_tool")
-            span.set_attribute("gen_ai.tool.name", "lookup")
-            span.set_attribute("input.value", payload[:100])
-            span.set_attribute("output.value", payload)
+        with tracer.start_as_current_span("chat gpt-4o") as span:
+            span.set_attributes(
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.system": "openai",
+                    "gen_ai.request.model": "gpt-4o",
+                    "gen_ai.usage.input_tokens": 120,
+                    "gen_ai.usage.output_tokens": 40,
+                    "openinference.span.kind": "LLM",
+                    "llm.model_name": "gpt-4o",
+                    "llm.token_count.prompt": 120,
+                    "llm.token_count.completion": 40,
+                    "input.value": prompt,
+                    "output.value": answer,
+                }
+            )
     elapsed = time.perf_counter() - started
     provider.shutdown()
-    return elapsed / n * 1e6, 0
+    return elapsed / n * 1e6
 
 
 # --------------------------------------------------------------------- main
@@ -436,9 +476,19 @@ def run_backend(backend: str, n_tasks: int, cost_steps: int) -> dict:
         }
         result["server_rss_mb"] = server.rss_mb()
 
-        # agent-side cost, same server
+        # agent-side cost: exporting to this server (which competes for the 2 cores)...
         result["sdk_us_per_step"] = sdk_cost(settings, server.url, key, cost_steps)
-        result["otel_us_per_span"], _ = otel_cost(server.url, key, cost_steps)
+        result["otel_us_per_span"] = otel_cost(server.url, key, cost_steps)
+        with store.engine.connect() as conn:  # each exported span is a root span: a task
+            result["otel_spans_delivered"] = conn.execute(
+                select(func.count())
+                .select_from(tables.tasks)
+                .where(tables.tasks.c.workload == "unknown_service")
+            ).scalar_one()
+        result["otel_spans_sent"] = cost_steps
+        # ...and with the export discarded (the instrumentation alone)
+        result["sdk_us_per_step_no_export"] = sdk_cost(settings, None, key, cost_steps)
+        result["otel_us_per_span_no_export"] = otel_cost(None, key, cost_steps)
     finally:
         server.stop()
 
@@ -457,6 +507,9 @@ def run_backend(backend: str, n_tasks: int, cost_steps: int) -> dict:
     otlp_rows = n_tasks * 6  # 1 task row + 5 step rows per trace
     result["ratio_otlp"] = (otlp_rows / otlp_seconds) / result["executemany"]["rows_per_s"]
     result["cost_ratio"] = result["sdk_us_per_step"] / result["otel_us_per_span"]
+    result["cost_ratio_no_export"] = (
+        result["sdk_us_per_step_no_export"] / result["otel_us_per_span_no_export"]
+    )
     if backend == "sqlite":
         db = Path(settings.database_url.removeprefix("sqlite:///"))
         size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
@@ -499,11 +552,17 @@ def main() -> None:
             name = r["backend"] if i == 0 else ""
             print(f"{name:<11}{path:<16}{steps:>10.0f}{per_s:>10.0f}{ratio:>16.2f}")
     print()
-    print(f"{'backend':<11}{'SDK us/step':>12}{'OTel us/span':>14}{'ratio':>8}{'server RSS MB':>15}")
+    print(f"{'backend':<11}{'export':<10}{'SDK us/step':>12}{'OTel us/span':>14}{'ratio':>8}")
     for r in results:
-        print(
-            f"{r['backend']:<11}{r['sdk_us_per_step']:>12.1f}{r['otel_us_per_span']:>14.1f}{r['cost_ratio']:>8.2f}{r['server_rss_mb']:>15.0f}"
-        )
+        for label, suffix in (("to server", ""), ("discarded", "_no_export")):
+            sdk, otel = r["sdk_us_per_step" + suffix], r["otel_us_per_span" + suffix]
+            print(f"{r['backend']:<11}{label:<10}{sdk:>12.1f}{otel:>14.1f}{sdk / otel:>8.2f}")
+        lost = 1 - r["otel_spans_delivered"] / r["otel_spans_sent"]
+        print(f"{'':<11}(exporting, the SDK delivered every step; OTel dropped {lost:.0%} of its spans)")
+    print()
+    print(f"{'backend':<11}{'server RSS MB':>15}")
+    for r in results:
+        print(f"{r['backend']:<11}{r['server_rss_mb']:>15.0f}")
     print(f"\nJSON in {out_dir}/ingest-<backend>.json")
 
 

@@ -13,10 +13,10 @@ This module imports nothing of ours.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from random import getrandbits
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -73,11 +73,15 @@ def utcnow() -> datetime:
 
 
 def new_id() -> str:
-    """A UUIDv7 as a string: time-ordered, so ids sort by creation and index well."""
+    """A UUIDv7 as a string: time-ordered, so ids sort by creation and index well.
+
+    The 74 random bits come from ``random`` (reseeded in forked children): ids
+    must be unique, not secret, and this is on the agent's hot path.
+    """
     ms = time.time_ns() // 1_000_000
-    rand = os.urandom(10).hex()
-    x = f"{ms:012x}7{rand[:3]}{'89ab'[int(rand[3], 16) & 3]}{rand[4:19]}"
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    r = getrandbits(74)
+    h = f"{(ms << 80) | 0x7000 << 64 | (r >> 62) << 64 | 0x2 << 62 | (r & 0x3FFFFFFFFFFFFFFF):032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _aware_and_not_future(value: datetime) -> datetime:

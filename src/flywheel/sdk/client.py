@@ -64,6 +64,7 @@ class Flywheel:
             queue_size=settings.sdk_queue_size,
             interval=settings.sdk_flush_interval,
         )
+        self._put = self.pipeline.put
         self._configs: dict[str | None, tuple[float, AgentVersion | None]] = {}
         self._config_lock = threading.Lock()
         self._closed = False
@@ -74,7 +75,7 @@ class Flywheel:
 
     def _emit(self, event: dict[str, Any]) -> None:
         try:
-            self.pipeline.put(encode_event(event))
+            self._put(encode_event(event))
         except Exception:  # the agent must not see our failures
             self.encode_errors += 1
             log.exception("flywheel: could not encode a %s event", event.get("type"))

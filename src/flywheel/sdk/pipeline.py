@@ -217,7 +217,8 @@ class Pipeline:
         if size >= self.batch_size:
             if size >= 2 * self.queue_size:
                 self._overflow()
-            self._wake.set()
+            if not self._wake.is_set():  # set() takes a lock; most calls need not
+                self._wake.set()
 
     def _overflow(self) -> None:
         """The agent outran the flusher: move the oldest events to disk from here."""

@@ -27,12 +27,10 @@ def current_task() -> TaskHandle | None:
 
 
 def _times(started_at: float | None, ended_at: float | None, latency_ms: float | None) -> tuple[float, float]:
-    end = ended_at if ended_at is not None else time.time()
-    if started_at is not None:
-        return started_at, end
-    if latency_ms is not None:
-        return end - latency_ms / 1000, end
-    return end, end
+    end = time.time() if ended_at is None else ended_at
+    if started_at is None:
+        return (end if latency_ms is None else end - latency_ms / 1000), end
+    return started_at, end
 
 
 class TaskHandle:
@@ -68,16 +66,14 @@ class TaskHandle:
     # ------------------------------------------------------------ steps
 
     def _step(self, kind: str, started_at: float, ended_at: float, fields: dict[str, Any]) -> str:
+        # The agent's hot path: a few dict stores, one orjson call, one deque append.
         self._seq += 1
-        step_id = new_id()
-        fields.update(
-            type=kind,
-            id=step_id,
-            task_id=self.id,
-            seq=self._seq,
-            started_at=started_at,
-            ended_at=ended_at,
-        )
+        fields["type"] = kind
+        fields["id"] = step_id = new_id()
+        fields["task_id"] = self.id
+        fields["seq"] = self._seq
+        fields["started_at"] = started_at
+        fields["ended_at"] = ended_at
         self.client._emit(fields)
         return step_id
 
