@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flywheel.sdk import Flywheel
@@ -59,7 +59,7 @@ KNOWLEDGE = {
 class ExampleRun:
     tasks: int = 0
     succeeded: int = 0
-    task_ids: list[str] | None = None
+    task_ids: list[str] = field(default_factory=list)
 
 
 def _arguments(tool: str, order: str) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def run_example_agent(
 ) -> ExampleRun:
     """Serve ``tasks`` simulated requests, logging everything through ``fw``."""
     rng = random.Random(seed)
-    run = ExampleRun(task_ids=[])
+    run = ExampleRun()
     for i in range(tasks):
         intent = rng.choice(sorted(INTENTS))
         template, tool = INTENTS[intent]

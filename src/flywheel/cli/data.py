@@ -169,7 +169,7 @@ def import_(
         report = import_file(
             Ingestor(store, config),
             file,
-            format,
+            format,  # type: ignore[arg-type]  # one of FORMATS, checked above
             workload=workload,
             progress=lambda done: bar.update(job, completed=done),  # type: ignore[arg-type]
         )

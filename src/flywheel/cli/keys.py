@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -37,7 +37,7 @@ def list_(json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = Fa
     """List keys (prefixes only, never secrets)."""
     with open_store() as store:
         keys = store.list_keys()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": k.id,
             "name": k.name,

@@ -34,7 +34,9 @@ from flywheel.store import RowBatch
 
 __all__ = ["EventError", "PreparedBatch", "parse_body", "prepare_body", "prepare_events"]
 
-_envelope_adapter: TypeAdapter[dict[str, list[Event]]] = TypeAdapter(dict[Literal["events"], list[Event]])
+_envelope_adapter: TypeAdapter[dict[Literal["events"], list[Event]]] = TypeAdapter(
+    dict[Literal["events"], list[Event]]
+)
 
 _STEP_COMMON = {"type", "id", "task_id", "seq", "started_at", "ended_at", "error"}
 
@@ -173,12 +175,12 @@ def _add_rows(rows: RowBatch, event: Any, clean: Clean, now: datetime) -> None:
             }
         )
     elif isinstance(event, TaskStartedEvent | TaskFinishedEvent):
-        finished = isinstance(event, TaskFinishedEvent)
+        finished = event if isinstance(event, TaskFinishedEvent) else None
         content = {
             "input": event.input,
             "metadata": event.metadata,
-            "output": event.output if finished else None,
-            "error": event.error if finished else None,
+            "output": finished.output if finished else None,
+            "error": finished.error if finished else None,
         }
         content, n = clean(content, "")
         row = {
@@ -188,12 +190,12 @@ def _add_rows(rows: RowBatch, event: Any, clean: Clean, now: datetime) -> None:
             "agent_version": event.agent_version,
             "input": content["input"],
             "output": content["output"],
-            "success": event.success if finished else None,
-            "confidence": event.confidence if finished else None,
+            "success": finished.success if finished else None,
+            "confidence": finished.confidence if finished else None,
             "error": content["error"],
             "started_at": event.started_at,
-            "ended_at": event.ended_at if finished else None,
-            "duration_ms": _ms(event.started_at, event.ended_at) if finished else None,
+            "ended_at": finished.ended_at if finished else None,
+            "duration_ms": _ms(event.started_at, finished.ended_at) if finished else None,
             "metadata": content["metadata"],
             "redactions": n,
             "ingested_at": now,

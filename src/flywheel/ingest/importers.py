@@ -78,7 +78,7 @@ def openai_line_events(record: Any, line: bytes, workload: str | None) -> list[d
         raise InvalidInput("a line must be a JSON object")
     if "request" in record:
         request = record["request"] or {}
-        response = record.get("response")
+        response: Any = record.get("response")
         messages = request.get("messages")
         tools = request.get("tools")
         model = request.get("model") or (response or {}).get("model")

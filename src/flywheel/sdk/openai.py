@@ -82,7 +82,7 @@ def _log(fw: Flywheel, request: dict[str, Any], response: Any, started: float, e
         body = _dump(response) if response is not None else None
         usage = (body or {}).get("usage") if isinstance(body, dict) else None
         messages = [_dump(m) for m in request.get("messages") or []]
-        step = {
+        step: dict[str, Any] = {
             "model": str(request.get("model") or (body or {}).get("model") or "unknown"),
             "messages": messages,
             "tools": [_dump(t) for t in request["tools"]] if request.get("tools") else None,

@@ -292,7 +292,7 @@ class Pipeline:
         delivery = self._send(body, len(batch))
         if delivery is None:
             return False
-        self.counts["sent"] += len(batch) - delivery.rejected
+        self.counts["sent"] += len(batch) - (delivery.rejected or 0)
         return True
 
     def _send(self, body: bytes, n: int) -> Delivery | None:
@@ -316,8 +316,8 @@ class Pipeline:
                 # The first half is stored; spool the second so it goes next.
                 self.spool.append(encode_batch(events[half:]), len(events) - half)
                 self.counts["spooled"] += len(events) - half
-                return Delivery(SendOutcome.DELIVERED, first.rejected + len(events) - half)
-            return Delivery(SendOutcome.DELIVERED, first.rejected + second.rejected)
+                return Delivery(SendOutcome.DELIVERED, (first.rejected or 0) + len(events) - half)
+            return Delivery(SendOutcome.DELIVERED, (first.rejected or 0) + (second.rejected or 0))
         if delivery.outcome is SendOutcome.SPLIT:  # one event alone is too large
             log.error("flywheel: an event is larger than the server accepts; it is dropped")
             self.counts["dropped"] += 1
@@ -351,7 +351,7 @@ class Pipeline:
             delivery = self._send(body, n)
             if delivery is None:
                 return False
-            self.counts["replayed"] += n - delivery.rejected
+            self.counts["replayed"] += n - (delivery.rejected or 0)
             self.spool.remove(path)
 
     # ----------------------------------------------------------- control

@@ -260,7 +260,7 @@ class TaskContext(TaskHandle):
     """
 
     def __call__(self, func: F) -> F:
-        params = {
+        params: dict[str, Any] = {
             "id": None,
             "session_id": self.session_id if self.session_id != self.id else None,
             "agent_version": self.agent_version,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from fastapi import Request
 
@@ -17,8 +18,8 @@ ANONYMOUS = ApiKey(
     name="anonymous",
     prefix="",
     scopes=["admin"],
-    created_at=None,
-    revoked_at=None,  # type: ignore[arg-type]
+    created_at=datetime(1970, 1, 1, tzinfo=UTC),
+    revoked_at=None,
 )
 
 

@@ -47,7 +47,9 @@ class BulkStatement:
 
 
 def _columns(table: Table, dialect: str) -> tuple[list[str], list[Encoder | None], list[str]]:
-    names, encoders, marks = [], [], []
+    names: list[str] = []
+    encoders: list[Encoder | None] = []
+    marks: list[str] = []
     for column in table.columns:
         names.append(column.name)
         if isinstance(column.type, JSON):

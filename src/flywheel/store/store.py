@@ -288,7 +288,7 @@ class Store:
                     "success_rate": (ok or 0) / finished if finished else None,
                     "avg_duration_ms": float(avg_ms) if avg_ms is not None else None,
                     "sessions": sessions,
-                    "last_task_at": _aware(last).isoformat() if last else None,
+                    "last_task_at": _utc(last).isoformat() if last else None,
                 }
             )
         return {
@@ -469,16 +469,18 @@ def _key(row: Any) -> ApiKey:
         name=row["name"],
         prefix=row["prefix"],
         scopes=list(row["scopes"]),
-        created_at=_aware(row["created_at"]),
+        created_at=_utc(row["created_at"]),
         revoked_at=_aware(row["revoked_at"]),
     )
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def _utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; every time we store is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc(value)
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:

@@ -5,8 +5,6 @@ Alembic migrations in ``migrations/`` create exactly this schema (a test
 compares them). JSON columns are JSONB on PostgreSQL and TEXT on SQLite.
 """
 
-from __future__ import annotations
-
 from sqlalchemy import (
     JSON,
     Boolean,
