@@ -483,7 +483,7 @@ def run_backend(backend: str, n_tasks: int, cost_steps: int) -> dict:
             result["otel_spans_delivered"] = conn.execute(
                 select(func.count())
                 .select_from(tables.tasks)
-                .where(tables.tasks.c.workload == "unknown_service")
+                .where(tables.tasks.c.workload.like("unknown_service%"))
             ).scalar_one()
         result["otel_spans_sent"] = cost_steps
         # ...and with the export discarded (the instrumentation alone)
