@@ -49,7 +49,7 @@ def test_sdk_imports_only_the_base():
     assert lazy == {"flywheel.ingest", "flywheel.store"}
 
 
-@pytest.mark.parametrize("stage", ["store", "ingest", "agents"])
+@pytest.mark.parametrize("stage", ["store", "ingest", "agents", "models", "workloads", "evaluate"])
 def test_stages_never_import_the_edges(stage):
     for path in _modules(stage):
         edges = {m for m in _our_imports(path) if m.split(".")[1] in ("server", "cli", "web")}
@@ -113,6 +113,17 @@ def test_every_cli_command_is_documented():
 
 
 def test_every_stage_says_what_it_owns():
-    for package in ("sdk", "ingest", "store", "server", "cli", "agents", "integrations"):
+    for package in (
+        "sdk",
+        "ingest",
+        "store",
+        "server",
+        "cli",
+        "agents",
+        "integrations",
+        "models",
+        "workloads",
+        "evaluate",
+    ):
         doc = ast.get_docstring(ast.parse((SRC / package / "__init__.py").read_text()))
         assert doc and len(doc) > 40, package

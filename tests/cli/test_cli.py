@@ -180,3 +180,36 @@ def test_import_otlp_json(cli, store, tmp_path):
     assert report["tasks"] == 1 and report["errors"] == []
     task = store.list_tasks(workload="bot")[0][0]
     assert task.duration_ms == 500.0 and task.input == "q"
+
+
+def test_simulate_with_the_replay_teacher_goes_through_the_sdk(cli, store):
+    out = json.loads(
+        cli(
+            "simulate",
+            "--model",
+            "replay",
+            "--tasks",
+            "20",
+            "--sessions",
+            "4",
+            "--per-category",
+            "4",
+            "--teacher-error-rate",
+            "0.5",
+            "--correction-rate",
+            "1",
+            "--json",
+        ).output
+    )
+    assert out["simulated"] is True and out["tasks"] == 20
+    stats = store.stats("bfcl")
+    assert stats["tasks"] == 20 and stats["steps"]["llm_call"] >= 20
+    assert stats["feedback"] == out["feedback"] + out["corrections"]  # an edit is feedback too
+    assert stats["corrections"] == out["corrections"] == 20 - out["correct"]
+    tasks, _ = store.list_tasks(workload="bfcl", limit=1)
+    assert tasks[0].metadata["simulated"] is True and tasks[0].metadata["item_id"]
+
+
+def test_simulate_refuses_unknown_categories(cli):
+    result = cli("simulate", "--categories", "simple_cobol", ok=False)
+    assert result.exit_code != 0 and "simple_cobol" in result.output

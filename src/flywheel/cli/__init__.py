@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from flywheel.cli import data, demo, keys, serve
+from flywheel.cli import data, demo, keys, serve, simulate
 from flywheel.cli.common import console
 from flywheel.errors import FlywheelError
 
@@ -31,6 +31,7 @@ app.add_typer(data.tasks_app, name="tasks")
 app.command("stats")(data.stats)
 app.command("import")(data.import_)
 app.command("demo")(demo.demo)
+app.command("simulate")(simulate.simulate)
 
 
 def main() -> None:

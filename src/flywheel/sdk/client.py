@@ -112,8 +112,10 @@ class Flywheel:
         abandoned: bool = False,
         source: str = "user",
         id: str | None = None,
+        at: float | None = None,
     ) -> str:
-        """An end user's reaction to a task (explicit or implicit). Returns its id."""
+        """An end user's reaction to a task (explicit or implicit). Returns its id.
+        ``at`` (Unix seconds) is when it happened, if not now."""
         event_id = id or new_id()
         self._emit(
             {
@@ -128,7 +130,7 @@ class Flywheel:
                 "retried": retried,
                 "abandoned": abandoned,
                 "source": source,
-                "at": time.time(),
+                "at": time.time() if at is None else at,
             }
         )
         return event_id
@@ -141,6 +143,7 @@ class Flywheel:
         tool_calls: list[dict[str, Any]] | None = None,
         author: str = "sdk",
         id: str | None = None,
+        at: float | None = None,
     ) -> str:
         """A human's corrected output or tool calls for a task. Returns its id."""
         event_id = id or new_id()
@@ -152,7 +155,7 @@ class Flywheel:
                 "output": output,
                 "tool_calls": tool_calls,
                 "author": author,
-                "at": time.time(),
+                "at": time.time() if at is None else at,
             }
         )
         return event_id

@@ -1,0 +1,243 @@
+"""The tool-calling agent loop.
+
+An agent version's config (model, system prompt, few-shot examples, knowledge,
+tool policy, rules) becomes an ``AgentConfig``; ``ToolAgent`` answers a task
+with it and logs every step through the SDK:
+
+* single-turn: one model call whose tool calls are the answer;
+* multi-turn: for each user turn, call the model, execute its calls in the
+  task's environment, feed results (and errors) back, and go on until the
+  model answers without calls or the step budget is spent. A call that fails
+  is retried (the error fed back) up to ``max_retries`` times; when a tool
+  keeps failing, a fallback tool (``tool_policy.fallback``) is used if set.
+
+The outcome's ``success`` is the agent's own view (no error, an answer given);
+whether the answer was right is for users, reviewers and evaluation to say.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from flywheel.models.base import ChatModel, ChatRequest, ChatResult, FewShot
+from flywheel.models.pricing import PriceTable
+from flywheel.records import AgentVersion
+from flywheel.sdk.task import TaskHandle
+
+__all__ = ["AgentConfig", "AgentOutcome", "Environment", "ToolAgent"]
+
+
+@dataclass
+class AgentConfig:
+    model: str = "local"
+    system_prompt: str = ""
+    few_shot: list[FewShot] = field(default_factory=list)
+    knowledge: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
+    tool_policy: dict[str, Any] = field(default_factory=dict)  # deny, prefer, fallback
+    max_retries: int = 1
+    max_steps: int = 6
+    max_tokens: int = 256
+    adapter: str | None = None  # a LoRA adapter (GGUF) for the local model
+    version_id: str | None = None
+
+    @classmethod
+    def from_version(cls, version: AgentVersion | None, **defaults: Any) -> AgentConfig:
+        if version is None:
+            return cls(**defaults)
+        config = dict(version.config)
+        shots = [FewShot(s["question"], s["calls"]) for s in config.pop("few_shot", [])]
+        known = {f for f in cls.__dataclass_fields__ if f not in ("few_shot", "version_id")}
+        values = {**defaults, **{k: v for k, v in config.items() if k in known}}
+        return cls(**values, few_shot=shots, version_id=version.id)
+
+    def system(self) -> str:
+        parts = [self.system_prompt.strip()] if self.system_prompt.strip() else []
+        if self.rules:
+            parts.append("Rules:\n" + "\n".join(f"- {rule}" for rule in self.rules))
+        prefer, deny = self.tool_policy.get("prefer") or [], self.tool_policy.get("deny") or []
+        if prefer:
+            parts.append("Prefer these tools when they fit: " + ", ".join(prefer) + ".")
+        if deny:
+            parts.append("Never use: " + ", ".join(deny) + ".")
+        if self.knowledge:
+            parts.append("Facts:\n" + "\n".join(f"- {fact}" for fact in self.knowledge))
+        return "\n\n".join(parts)
+
+
+class Environment(Protocol):
+    """Executes tool calls for a multi-turn task."""
+
+    def execute(self, name: str, arguments: dict[str, Any]) -> tuple[Any, str | None]: ...
+
+    def file_access(self, name: str, arguments: dict[str, Any]) -> tuple[str, str] | None:
+        """(path, mode) when the call reads or writes a file, else None."""
+        ...
+
+
+@dataclass
+class AgentOutcome:
+    calls: list[dict[str, Any]]  # what the agent answered (single-turn) or executed (multi-turn)
+    success: bool
+    confidence: float | None
+    error: str | None = None
+    cost: float = 0.0
+    model_calls: int = 0
+
+
+class ToolAgent:
+    def __init__(self, model: ChatModel, config: AgentConfig, *, prices: PriceTable | None = None) -> None:
+        self.model = model
+        self.config = config
+        self.prices = prices or PriceTable()
+
+    def _tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        deny = set(self.config.tool_policy.get("deny") or [])
+        return [t for t in tools if t.get("function", t).get("name") not in deny]
+
+    def _ask(
+        self, task: TaskHandle, messages: list[dict[str, Any]], tools: list[dict[str, Any]], note: str = ""
+    ) -> ChatResult:
+        system = self.config.system()
+        if note:
+            system = f"{system}\n\n{note}".strip()
+        request = ChatRequest(
+            messages=messages,
+            tools=tools,
+            system=system,
+            few_shot=self.config.few_shot,
+            max_tokens=self.config.max_tokens,
+        )
+        result = self.model.complete(request)
+        sent = ([{"role": "system", "content": system}] if system else []) + messages
+        task.llm_call(
+            model=result.model,
+            messages=sent,
+            tools=tools,
+            response=result.as_message(),
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            cost=self.prices.cost(
+                result.model, result.input_tokens, result.output_tokens, result.cpu_seconds
+            ),
+            error=result.error,
+            latency_ms=result.seconds * 1000,
+        )
+        return result
+
+    def answer(
+        self, task: TaskHandle, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> AgentOutcome:
+        """Single-turn: the calls of one model answer (retried when unusable)."""
+        offered = self._tools(tools)
+        outcome = AgentOutcome([], False, None)
+        note = ""
+        for attempt in range(1 + self.config.max_retries):
+            result = self._ask(task, messages, offered, note)
+            outcome.model_calls += 1
+            outcome.cost += (
+                self.prices.cost(result.model, result.input_tokens, result.output_tokens, result.cpu_seconds)
+                or 0.0
+            )
+            outcome.calls, outcome.confidence, outcome.error = result.calls, result.confidence, result.error
+            if result.error is None:
+                outcome.success = True
+                break
+            task.reasoning(f"Attempt {attempt + 1} failed ({result.error}); asking again.")
+            note = f"Your previous answer could not be used: {result.error}. Answer with complete JSON."
+        task.finish(
+            outcome.calls, success=outcome.success, confidence=outcome.confidence, error=outcome.error
+        )
+        return outcome
+
+    def converse(
+        self,
+        task: TaskHandle,
+        turns: list[list[dict[str, Any]]],
+        tools: list[dict[str, Any]],
+        env: Environment,
+        on_turn_end: Callable[[int], None] | None = None,
+    ) -> AgentOutcome:
+        """Multi-turn: execute calls in ``env`` turn by turn, feeding results back."""
+        offered = self._tools(tools)
+        fallback = self.config.tool_policy.get("fallback")
+        messages: list[dict[str, Any]] = []
+        outcome = AgentOutcome([], True, None)
+        confidences: list[float] = []
+        attempts: dict[str, int] = {}
+        for index, turn in enumerate(turns):
+            messages.extend(turn)
+            for _ in range(self.config.max_steps):
+                result = self._ask(task, messages, offered)
+                outcome.model_calls += 1
+                outcome.cost += (
+                    self.prices.cost(
+                        result.model, result.input_tokens, result.output_tokens, result.cpu_seconds
+                    )
+                    or 0.0
+                )
+                if result.confidence is not None:
+                    confidences.append(result.confidence)
+                if result.error is not None:
+                    outcome.error = result.error
+                    messages.append(
+                        {"role": "user", "content": f"(your answer could not be used: {result.error})"}
+                    )
+                    continue
+                if not result.calls:
+                    break
+                messages.append(result.as_message())
+                for i, call in enumerate(result.calls):
+                    outcome.calls.append(call)
+                    output, error = self._execute(task, env, call, attempts)
+                    if (
+                        error is not None
+                        and fallback
+                        and attempts.get(call["name"], 0) > self.config.max_retries
+                    ):
+                        task.reasoning(f"{call['name']} keeps failing; falling back to {fallback}.")
+                        output, error = self._execute(
+                            task, env, {"name": fallback, "arguments": {}}, attempts, fallback=True
+                        )
+                    messages.append(
+                        {
+                            "role": "tool",
+                            "tool_call_id": f"call_{i}",
+                            "content": json.dumps(error or output, default=str)[:2000],
+                        }
+                    )
+            if on_turn_end is not None:
+                on_turn_end(index)
+        outcome.confidence = min(confidences) if confidences else None
+        outcome.success = outcome.error is None
+        task.finish(
+            outcome.calls, success=outcome.success, confidence=outcome.confidence, error=outcome.error
+        )
+        return outcome
+
+    def _execute(
+        self,
+        task: TaskHandle,
+        env: Environment,
+        call: dict[str, Any],
+        attempts: dict[str, int],
+        *,
+        fallback: bool = False,
+    ) -> tuple[Any, str | None]:
+        name, arguments = call["name"], call.get("arguments") or {}
+        attempt = attempts.get(name, 0) + 1
+        output, error = env.execute(name, arguments)
+        # A tool called again after an error is a retry; a success resets the count.
+        attempts[name] = attempt if error else 0
+        task.tool_call(
+            name=name, arguments=arguments, output=output, error=error, attempt=attempt, fallback=fallback
+        )
+        access = env.file_access(name, arguments)
+        if access is not None:
+            path, mode = access
+            size = len(output) if isinstance(output, str) else None
+            task.file_access(path=path, mode=mode, bytes=size, error=error)
+        return output, error

@@ -1,0 +1,88 @@
+"""One interface for chat with tools, whatever runs the model."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["ChatModel", "ChatRequest", "ChatResult", "FewShot", "parse_calls"]
+
+
+@dataclass(frozen=True)
+class FewShot:
+    """An example for in-context learning: a question and the calls that answer it."""
+
+    question: str
+    calls: list[dict[str, Any]]
+
+
+@dataclass
+class ChatRequest:
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]  # OpenAI format
+    system: str = ""
+    few_shot: list[FewShot] = field(default_factory=list)
+    max_tokens: int = 256
+
+
+@dataclass
+class ChatResult:
+    calls: list[dict[str, Any]]  # [{"name", "arguments"}]
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    seconds: float
+    confidence: float | None = None  # geometric mean probability of the generated tokens
+    error: str | None = None
+    cpu_seconds: float | None = None  # measured for local models (priced by CPU time)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.output_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def as_message(self) -> dict[str, Any]:
+        """The answer as an OpenAI assistant message (tool calls with JSON arguments)."""
+        message: dict[str, Any] = {"role": "assistant", "content": None if self.calls else self.text}
+        if self.calls:
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{i}",
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+                }
+                for i, c in enumerate(self.calls)
+            ]
+        return message
+
+
+class ChatModel(Protocol):
+    name: str
+
+    def complete(self, request: ChatRequest) -> ChatResult: ...
+
+
+def confidence_from_logprobs(logprobs: list[float]) -> float | None:
+    if not logprobs:
+        return None
+    return math.exp(sum(logprobs) / len(logprobs))
+
+
+def parse_calls(text: str) -> list[dict[str, Any]]:
+    """Calls from a model's JSON text: a list of {"name", "arguments"} (or one object)."""
+    data = json.loads(text)
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise ValueError("calls must be a JSON list")
+    calls = []
+    for item in data:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ValueError(f"not a call: {item!r}")
+        arguments = item.get("arguments") or {}
+        if isinstance(arguments, str):
+            arguments = json.loads(arguments)
+        calls.append({"name": item["name"], "arguments": arguments})
+    return calls
