@@ -86,3 +86,11 @@ def test_prices_longest_prefix_and_cpu_time():
     assert table.cost("gpt-4o-mini-2024", 1_000_000, 0) == 0.15
     assert table.cost("unknown", 10, 10) is None
     assert table.cost("gemma", 10, 10, cpu_seconds=100) == pytest.approx(0.001)
+
+
+def test_a_cut_off_list_keeps_its_complete_calls_once():
+    from flywheel.models.base import salvage_calls
+
+    text = '[{"name": "f", "arguments": {"x": 1}}, {"name": "f", "arguments": {"x": 1}}, {"name": "g", "arguments": {"y": [1, 2'
+    assert salvage_calls(text) == [{"name": "f", "arguments": {"x": 1}}]
+    assert salvage_calls("[") == []

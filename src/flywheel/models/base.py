@@ -7,15 +7,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["ChatModel", "ChatRequest", "ChatResult", "FewShot", "parse_calls"]
+__all__ = ["ChatModel", "ChatRequest", "ChatResult", "FewShot", "parse_calls", "salvage_calls"]
 
 
 @dataclass(frozen=True)
 class FewShot:
-    """An example for in-context learning: a question and the calls that answer it."""
+    """An example for in-context learning: a question, the calls that answer it,
+    and (optionally) the functions that were on offer."""
 
     question: str
     calls: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -85,4 +87,24 @@ def parse_calls(text: str) -> list[dict[str, Any]]:
         if isinstance(arguments, str):
             arguments = json.loads(arguments)
         calls.append({"name": item["name"], "arguments": arguments})
+    return calls
+
+
+def salvage_calls(text: str) -> list[dict[str, Any]]:
+    """The complete calls at the start of a list that was cut off (a small model
+    that keeps repeating itself until ``max_tokens``), exact repeats dropped."""
+    decoder = json.JSONDecoder()
+    calls: list[dict[str, Any]] = []
+    index = text.find("[") + 1
+    while 0 < index < len(text):
+        while index < len(text) and text[index] in " ,\n\t":
+            index += 1
+        try:
+            item, index = decoder.raw_decode(text, index)
+        except json.JSONDecodeError:
+            break
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            call = {"name": item["name"], "arguments": item.get("arguments") or {}}
+            if call not in calls:
+                calls.append(call)
     return calls

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.errors import ConfigError
-from flywheel.models.base import ChatRequest, ChatResult, confidence_from_logprobs, parse_calls
+from flywheel.models.base import (
+    ChatRequest,
+    ChatResult,
+    confidence_from_logprobs,
+    parse_calls,
+    salvage_calls,
+)
 
 __all__ = ["LocalModel", "build_prompt", "calls_schema", "student_model_path"]
 
@@ -92,11 +98,13 @@ def build_prompt(request: ChatRequest) -> str:
         '[{"name": ..., "arguments": {...}}]. Answer [] when no function fits.',
         "",
     ]
+    # Each example is a block like the one to complete: functions, question, calls.
     for example in request.few_shot:
+        if example.tools:
+            lines += ["Functions:", *[_function_line(tool) for tool in example.tools]]
         lines += [f"Question: {example.question}", f"Calls: {json.dumps(example.calls)}", ""]
     lines += ["Functions:"]
     lines += [_function_line(tool) for tool in request.tools]
-    lines.append("")
     lines += _conversation(request.messages)
     lines.append("Calls:")
     return "\n".join(lines)
@@ -288,7 +296,8 @@ class LocalModel:
             calls = parse_calls(text) if text else []
             error = None
         except (ValueError, json.JSONDecodeError) as exc:  # cut off by max_tokens
-            calls, error = [], f"unparseable output: {exc}"
+            calls = salvage_calls(text)
+            error = None if calls else f"unparseable output: {exc}"
         return ChatResult(
             calls=calls,
             text=text,
