@@ -72,7 +72,8 @@ def accuracy_runs(model: LocalModel, per_category: int, shots: int, seed: int) -
                 "output_tokens_per_task": tokens / len(evaluated),
             }
             print(
-                f"  {mode:<8} {category:<18} {correct:>3}/{len(evaluated)}  {seconds / len(evaluated):.2f} s/task",
+                f"  {mode:<8} {category:<18} {correct:>3}/{len(evaluated)}  "
+                f"{seconds / len(evaluated):.2f} s/task",
                 file=sys.stderr,
             )
     for mode in list(results):
@@ -190,7 +191,8 @@ def main() -> None:
     speed = result["speed_llama_cpp"]
     line = f"llama.cpp {speed['tokens_per_s']:.1f} tokens/s"
     if "speed_transformers" in result:
-        line += f"; transformers {result['speed_transformers']['tokens_per_s']:.1f} tokens/s; ratio {result['speed_ratio']:.1f}x"
+        other = result["speed_transformers"]["tokens_per_s"]
+        line += f"; transformers {other:.1f} tokens/s; ratio {result['speed_ratio']:.1f}x"
     print(line)
     out = ROOT / "bench" / "results" / "student.json"
     out.parent.mkdir(parents=True, exist_ok=True)

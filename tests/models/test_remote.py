@@ -91,6 +91,7 @@ def test_prices_longest_prefix_and_cpu_time():
 def test_a_cut_off_list_keeps_its_complete_calls_once():
     from flywheel.models.base import salvage_calls
 
-    text = '[{"name": "f", "arguments": {"x": 1}}, {"name": "f", "arguments": {"x": 1}}, {"name": "g", "arguments": {"y": [1, 2'
+    call = '{"name": "f", "arguments": {"x": 1}}'
+    text = f'[{call}, {call}, {{"name": "g", "arguments": {{"y": [1, 2'
     assert salvage_calls(text) == [{"name": "f", "arguments": {"x": 1}}]
     assert salvage_calls("[") == []
