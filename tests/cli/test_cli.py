@@ -43,7 +43,7 @@ def test_every_command_has_help(cli):
 
 def test_db_upgrade_reports_the_revision(cli):
     out = json.loads(cli("db", "upgrade", "--json").output)
-    assert out["to"] == "0001"
+    assert out["to"] == "0002"
 
 
 def test_keys_create_list_revoke(cli, store):
@@ -213,3 +213,25 @@ def test_simulate_with_the_replay_teacher_goes_through_the_sdk(cli, store):
 def test_simulate_refuses_unknown_categories(cli):
     result = cli("simulate", "--categories", "simple_cobol", ok=False)
     assert result.exit_code != 0 and "simple_cobol" in result.output
+
+
+def test_curate_and_datasets_commands(cli, tmp_path):
+    cli("simulate", "--model", "replay", "--tasks", "40", "--sessions", "8", "--per-category", "6", "--json")
+    first = json.loads(cli("curate", "--workload", "bfcl", "--json").output)
+    assert first["number"] == 1 and first["examples"] > 0
+    cli("simulate", "--model", "replay", "--tasks", "10", "--sessions", "8", "--seed", "5", "--json")
+    second = json.loads(cli("curate", "--workload", "bfcl", "--json").output)
+    assert second["tasks_processed"] == 10 and second["carried_over"] > 0
+    listed = json.loads(cli("datasets", "list", "--json").output)
+    assert [d["number"] for d in listed] == [1, 2]
+    shown = json.loads(cli("datasets", "show", "bfcl@1", "--json").output)
+    assert shown["rules_hash"] and "rules:" in shown["rules"]
+    diff = json.loads(cli("datasets", "diff", "bfcl@1", "bfcl@2", "--json").output)
+    assert diff["added"] >= 0 and diff["rules_changed"] is False
+    out = tmp_path / "train.jsonl"
+    exported = json.loads(cli("datasets", "export", "bfcl", "--out", str(out), "--json").output)
+    assert exported["written"] == len(out.read_text().splitlines())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - name: x\n    when: sometimes\n    action: review\n")
+    result = cli("curate", "--workload", "bfcl", "--rules", str(bad), ok=False)
+    assert "unknown signal 'sometimes'" in str(result.exception)

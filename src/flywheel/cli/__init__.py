@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from flywheel.cli import data, demo, keys, serve, simulate
+from flywheel.cli import curate, data, demo, keys, serve, simulate
 from flywheel.cli.common import console
 from flywheel.errors import FlywheelError
 
@@ -32,6 +32,8 @@ app.command("stats")(data.stats)
 app.command("import")(data.import_)
 app.command("demo")(demo.demo)
 app.command("simulate")(simulate.simulate)
+app.command("curate")(curate.curate)
+app.add_typer(curate.datasets_app, name="datasets")
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from flywheel.errors import InvalidInput, NotFound, StoreUnavailable
 from flywheel.records import AgentVersion, AuditEvent, Step, Task, new_id, utcnow
 from flywheel.store import tables as t
 from flywheel.store.bulk import finish_task_statement, insert_statement
+from flywheel.store.curation import CurationQueries
 from flywheel.store.engine import WRITE_OPTION, create_store_engine, upgrade_schema
 
 __all__ = ["SCOPES", "ApiKey", "RowBatch", "Store", "WriteResult"]
@@ -82,7 +83,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class Store:
+class Store(CurationQueries):
     """A handle on one database. Thread-safe; open one per process and share it."""
 
     def __init__(self, engine: Engine) -> None:

@@ -175,3 +175,68 @@ audit_events = Table(
     Index(None, "record_type", "record_id"),
     Index(None, "at"),
 )
+
+# ------------------------------------------------------------------ curate
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("workload", String(200), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("parent_id", ID),
+    Column("rules", Text, nullable=False),  # the rules file as given, versioned with the data
+    Column("rules_hash", String(64), nullable=False),
+    Column("summary", Json, nullable=False),  # counts per rule and action, dedup, splits, density
+    Column("cutoff", Time),  # tasks ingested up to here were considered
+    Column("created_at", Time, nullable=False),
+    Index(None, "workload", "number", unique=True),
+)
+
+examples = Table(
+    "examples",
+    metadata,
+    Column("id", ID, primary_key=True),  # content hash of (input, target)
+    Column("task_id", ID, nullable=False),
+    Column("session_id", ID, nullable=False),
+    Column("workload", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),  # sft, preference
+    Column("messages", Json, nullable=False),
+    Column("tools", Json),
+    Column("target", Json, nullable=False),
+    Column("rejected", Json),  # the worse response of a preference pair
+    Column("source", String(40), nullable=False),  # correction, success, annotation
+    Column("rule", String(200), nullable=False),
+    Column("quality", Json, nullable=False),
+    Column("task_at", Time, nullable=False),
+    Column("created_at", Time, nullable=False),
+    Index(None, "workload", "task_at"),
+    Index(None, "task_id"),
+)
+
+dataset_examples = Table(
+    "dataset_examples",
+    metadata,
+    Column("dataset_id", ID, primary_key=True),
+    Column("example_id", ID, primary_key=True),
+    Column("split", String(20), nullable=False),  # train, eval, few_shot
+    Column("weight", Float, nullable=False),
+    Index(None, "dataset_id", "split"),
+)
+
+review_items = Table(
+    "review_items",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("task_id", ID, nullable=False, unique=True),
+    Column("workload", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("rule", String(200), nullable=False),
+    Column("priority", Float, nullable=False),
+    Column("state", String(20), nullable=False),  # pending, approved, rejected, corrected
+    Column("reviewer", String(200)),
+    Column("dataset_id", ID),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    Index(None, "workload", "state", "priority"),
+)

@@ -1,0 +1,313 @@
+"""Examples from tasks, their quality on named dimensions, near-duplicates and
+leak-free splits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from flywheel.curate.rules import RulesFile
+from flywheel.records import Task
+
+__all__ = [
+    "Example",
+    "assess",
+    "build_example",
+    "dominant",
+    "group_for_splits",
+    "near_duplicate_clusters",
+    "split_of",
+    "stratified_ranks",
+    "weight",
+]
+
+
+@dataclass
+class Example:
+    id: str
+    task_id: str
+    session_id: str
+    workload: str
+    kind: str  # sft, negative, preference
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    target: dict[str, Any]  # {"tool_calls": [...]} or {"content": "..."}
+    rejected: dict[str, Any] | None
+    source: str  # correction, success, failure
+    rule: str
+    task_at: datetime
+    quality: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def question(self) -> str:
+        return next(
+            (str(m.get("content", "")) for m in reversed(self.messages) if m.get("role") == "user"), ""
+        )
+
+    @property
+    def tools_used(self) -> list[str]:
+        return [c["name"] for c in self.target.get("tool_calls") or []]
+
+
+def _calls_of(response: Any) -> list[dict[str, Any]] | None:
+    """Tool calls in an assistant message or a list of calls, arguments parsed."""
+    if isinstance(response, list) and all(isinstance(c, dict) and "name" in c for c in response):
+        return [{"name": c["name"], "arguments": c.get("arguments") or {}} for c in response]
+    if isinstance(response, dict):
+        if "choices" in response:  # a whole chat completion
+            try:
+                response = response["choices"][0]["message"]
+            except (KeyError, IndexError, TypeError):
+                return None
+        calls = []
+        for call in response.get("tool_calls") or []:
+            function = call.get("function") or call
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                try:
+                    arguments = json.loads(arguments)
+                except json.JSONDecodeError:
+                    arguments = {"__raw__": arguments}
+            calls.append({"name": function.get("name"), "arguments": arguments or {}})
+        if calls or "tool_calls" in response:
+            return calls
+    return None
+
+
+def _target(value: Any) -> dict[str, Any] | None:
+    calls = _calls_of(value)
+    if calls is not None:
+        return {"tool_calls": calls}
+    if isinstance(value, dict) and "content" in value:
+        return {"content": value.get("content")} if value.get("content") else None
+    if isinstance(value, str) and value.strip():
+        return {"content": value}
+    return None
+
+
+def _id(workload: str, messages: list[dict[str, Any]], target: dict[str, Any], kind: str) -> str:
+    blob = json.dumps([workload, kind, messages, target], sort_keys=True, default=str)
+    return "ex-" + hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def build_example(task: Task, action: str, rule: str) -> Example | None:
+    """The example a task gives: the messages its model saw, the tools offered, and
+    the target (a human's correction, else the agent's own answer)."""
+    calls = [s for s in task.steps if s.kind == "llm_call"]
+    if not calls:
+        return None
+    last = calls[-1].data
+    messages = [m for m in last.get("messages") or [] if isinstance(m, dict) and m.get("role") != "system"]
+    if not messages:
+        return None
+    tools = last.get("tools")
+    agent_answer = _target(last.get("response")) or _target(task.output)
+    correction = task.corrections[-1] if task.corrections else None
+    human = None
+    if correction is not None:
+        human = (
+            {"tool_calls": correction["tool_calls"]}
+            if correction.get("tool_calls") is not None
+            else _target(correction.get("output"))
+        )
+    if action == "train_negative":
+        if agent_answer is None:
+            return None
+        kind, target, rejected, source = "negative", agent_answer, None, "failure"
+    elif human is not None:
+        # A correction is the best label there is; with the agent's answer it is also a preference pair.
+        kind, target, source = "sft", human, "correction"
+        rejected = agent_answer if agent_answer != human else None
+    else:
+        if agent_answer is None:
+            return None
+        kind, target, rejected, source = "sft", agent_answer, None, "success"
+    return Example(
+        id=_id(task.workload, messages, target, kind),
+        task_id=task.id,
+        session_id=task.session_id,
+        workload=task.workload,
+        kind=kind,
+        messages=messages,
+        tools=tools,
+        target=target,
+        rejected=rejected,
+        source=source,
+        rule=rule,
+        task_at=task.ended_at or task.started_at,
+    )
+
+
+def _schema_valid(arguments: Any, schema: dict[str, Any]) -> str | None:
+    import jsonschema
+
+    try:
+        jsonschema.validate(arguments, schema or {"type": "object"})
+    except jsonschema.ValidationError as exc:
+        return exc.message
+    except jsonschema.SchemaError:
+        return None  # a tool whose schema is itself broken cannot be held against the call
+    return None
+
+
+def assess(example: Example, rules: RulesFile, now: datetime) -> dict[str, dict[str, Any]]:
+    """Scores in [0, 1] on accuracy, completeness, relevance and timeliness, each
+    saying how it was obtained (deterministic checks; an LLM judge may add to them)."""
+    offered = {}
+    for tool in example.tools or []:
+        spec = tool.get("function", tool) if isinstance(tool, dict) else {}
+        if spec.get("name"):
+            offered[spec["name"]] = spec.get("parameters") or {}
+    calls = example.target.get("tool_calls")
+    scores: dict[str, dict[str, Any]] = {}
+    if example.source == "correction":
+        scores["accuracy"] = {"score": 1.0, "method": "human correction"}
+    elif calls is not None:
+        problems = [
+            f"{c['name']}: {problem}"
+            for c in calls
+            if (
+                problem := (None if c["name"] in offered else "not an offered tool")
+                or _schema_valid(c["arguments"], offered.get(c["name"], {}))
+            )
+        ]
+        scores["accuracy"] = {
+            "score": 0.0 if problems else 1.0,
+            "method": "tool call validated against its JSON schema",
+            "problems": problems[:3],
+        }
+    else:
+        scores["accuracy"] = {"score": 0.5, "method": "unverified text answer"}
+    if calls is not None:
+        missing = [
+            f"{c['name']}.{r}"
+            for c in calls
+            for r in (offered.get(c["name"], {}).get("required") or [])
+            if r not in (c.get("arguments") or {})
+        ]
+        scores["completeness"] = {
+            "score": 0.0 if missing else 1.0,
+            "method": "required arguments present",
+            "missing": missing[:3],
+        }
+    else:
+        text = str(example.target.get("content") or "")
+        scores["completeness"] = {"score": min(1.0, len(text.strip()) / 20), "method": "non-empty answer"}
+    if calls is not None:
+        used = [c["name"] for c in calls]
+        relevant = sum(name in offered for name in used)
+        scores["relevance"] = {
+            "score": relevant / len(used) if used else 1.0,
+            "method": "calls only offered tools",
+        }
+    else:
+        question_words = set(re.findall(r"\w{4,}", example.question.lower()))
+        answer_words = set(re.findall(r"\w{4,}", str(example.target.get("content") or "").lower()))
+        overlap = len(question_words & answer_words) / max(1, min(len(question_words), 8))
+        scores["relevance"] = {
+            "score": min(1.0, 0.5 + overlap),
+            "method": "answer shares the question's terms",
+        }
+    age_days = max(0.0, (now - example.task_at).total_seconds() / 86400)
+    scores["timeliness"] = {
+        "score": 0.5 ** (age_days / rules.staleness.half_life_days),
+        "method": f"half-life {rules.staleness.half_life_days} days",
+        "age_days": round(age_days, 2),
+    }
+    return scores
+
+
+def _shingles(text: str, k: int = 3) -> set[str]:
+    words = re.findall(r"\w+", text.lower())
+    return {" ".join(words[i : i + k]) for i in range(max(1, len(words) - k + 1))}
+
+
+def near_duplicate_clusters(examples: list[Example], threshold: float, num_perm: int) -> list[list[int]]:
+    """Groups of examples whose question and target are near-duplicates (MinHash LSH)."""
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    hashes = []
+    for i, example in enumerate(examples):
+        m = MinHash(num_perm=num_perm, seed=7)
+        text = example.question + " " + json.dumps(example.target, sort_keys=True)
+        for shingle in _shingles(text):
+            m.update(shingle.encode())
+        hashes.append(m)
+        lsh.insert(str(i), m)
+    parent = list(range(len(examples)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, m in enumerate(hashes):
+        for j in lsh.query(m):
+            a, b = find(i), find(int(j))
+            if a != b:
+                parent[b] = a
+    clusters: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(examples)):
+        clusters[find(i)].append(i)
+    return list(clusters.values())
+
+
+def group_for_splits(examples: list[Example]) -> list[int]:
+    """A group per example such that no session and no question (normalised) is in two
+    groups: splitting by group can then leak neither."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a: str, b: str) -> None:
+        parent[find(a)] = find(b)
+
+    for example in examples:
+        question = "q:" + " ".join(re.findall(r"\w+", example.question.lower()))
+        union("s:" + example.session_id, question)
+    roots = {root: i for i, root in enumerate(sorted({find("s:" + e.session_id) for e in examples}))}
+    return [roots[find("s:" + e.session_id)] for e in examples]
+
+
+def split_of(stratum_rank: float, rules: RulesFile) -> str:
+    if stratum_rank < rules.splits.eval:
+        return "eval"
+    if stratum_rank < rules.splits.eval + rules.splits.few_shot:
+        return "few_shot"
+    return "train"
+
+
+def stratified_ranks(keys: list[str], strata: list[str], seed: int) -> dict[str, float]:
+    """For each group key, its position in (0, 1] among the groups of its stratum,
+    ordered by a seeded hash: deterministic, and proportional within each stratum."""
+    by_stratum: dict[str, list[str]] = defaultdict(list)
+    for key, stratum in zip(keys, strata, strict=True):
+        by_stratum[stratum].append(key)
+    ranks = {}
+    for members in by_stratum.values():
+        ordered = sorted(set(members), key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+        for position, key in enumerate(ordered):
+            ranks[key] = (position + 0.5) / len(ordered)
+    return ranks
+
+
+def dominant(values: list[str]) -> str:
+    return Counter(values).most_common(1)[0][0] if values else ""
+
+
+def weight(example: Example, rules: RulesFile) -> float:
+    """Staleness: weight decays with age; a fresh human correction counts fully."""
+    score = example.quality.get("timeliness", {}).get("score", 1.0)
+    return 1.0 if example.source == "correction" and score > 0.5 else round(score, 6)
