@@ -19,7 +19,7 @@ __all__ = [
     "assess",
     "build_example",
     "dominant",
-    "group_for_splits",
+    "normalized_question",
     "near_duplicate_clusters",
     "split_of",
     "stratified_ranks",
@@ -143,16 +143,29 @@ def build_example(task: Task, action: str, rule: str) -> Example | None:
     )
 
 
+_validators: dict[str, Any] = {}
+
+
 def _schema_valid(arguments: Any, schema: dict[str, Any]) -> str | None:
+    """None when ``arguments`` satisfy ``schema``, else the first problem."""
     import jsonschema
 
-    try:
-        jsonschema.validate(arguments, schema or {"type": "object"})
-    except jsonschema.ValidationError as exc:
-        return exc.message
-    except jsonschema.SchemaError:
-        return None  # a tool whose schema is itself broken cannot be held against the call
-    return None
+    key = json.dumps(schema, sort_keys=True)
+    validator = _validators.get(key)
+    if validator is None:
+        cls = jsonschema.validators.validator_for(schema or {"type": "object"})
+        try:
+            cls.check_schema(schema or {"type": "object"})
+        except jsonschema.SchemaError:
+            validator = False  # a broken tool schema cannot be held against the call
+        else:
+            validator = cls(schema or {"type": "object"})
+        if len(_validators) < 10_000:
+            _validators[key] = validator
+    if validator is False:
+        return None
+    error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+    return None if error is None else error.message
 
 
 def assess(example: Example, rules: RulesFile, now: datetime) -> dict[str, dict[str, Any]]:
@@ -232,12 +245,12 @@ def near_duplicate_clusters(examples: list[Example], threshold: float, num_perm:
     from datasketch import MinHash, MinHashLSH
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    template = MinHash(num_perm=num_perm, seed=7)  # its permutations are made once, then shared
     hashes = []
     for i, example in enumerate(examples):
-        m = MinHash(num_perm=num_perm, seed=7)
+        m = MinHash(num_perm=num_perm, seed=7, permutations=template.permutations, scheme=template.scheme)
         text = example.question + " " + json.dumps(example.target, sort_keys=True)
-        for shingle in _shingles(text):
-            m.update(shingle.encode())
+        m.update_batch([shingle.encode() for shingle in _shingles(text)])
         hashes.append(m)
         lsh.insert(str(i), m)
     parent = list(range(len(examples)))
@@ -259,26 +272,8 @@ def near_duplicate_clusters(examples: list[Example], threshold: float, num_perm:
     return list(clusters.values())
 
 
-def group_for_splits(examples: list[Example]) -> list[int]:
-    """A group per example such that no session and no question (normalised) is in two
-    groups: splitting by group can then leak neither."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(a: str, b: str) -> None:
-        parent[find(a)] = find(b)
-
-    for example in examples:
-        question = "q:" + " ".join(re.findall(r"\w+", example.question.lower()))
-        union("s:" + example.session_id, question)
-    roots = {root: i for i, root in enumerate(sorted({find("s:" + e.session_id) for e in examples}))}
-    return [roots[find("s:" + e.session_id)] for e in examples]
+def normalized_question(example: Example) -> str:
+    return " ".join(re.findall(r"\w+", example.question.lower()))
 
 
 def split_of(stratum_rank: float, rules: RulesFile) -> str:

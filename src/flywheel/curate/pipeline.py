@@ -21,8 +21,8 @@ from flywheel.curate.examples import (
     assess,
     build_example,
     dominant,
-    group_for_splits,
     near_duplicate_clusters,
+    normalized_question,
     split_of,
     stratified_ranks,
     weight,
@@ -74,7 +74,7 @@ def curate(
     tool_counts: Counter[str] = Counter()
     processed = 0
     after = previous["cutoff"] if previous and previous["rules_hash"] == rules.hash else None
-    for chunk in store.iter_tasks_detailed(workload, ingested_after=after, ingested_until=cutoff):
+    for chunk in store.iter_tasks_detailed(workload, ingested_after=after, ingested_until=cutoff, lean=True):
         for task in chunk:
             processed += 1
             reprocessed.add(task.id)
@@ -179,12 +179,10 @@ def curate(
     counts["near_duplicates"] = len(pool) - len(survivors)
     pool = sorted(survivors, key=lambda e: (e.task_at, e.id))
 
-    # Splits: grouped (sessions, and sessions sharing a question), stratified by tool.
-    groups = group_for_splits(pool)
-    group_keys = [f"g{g}" for g in groups]
+    # Splits: by session (no session in two splits), stratified by workload and tool.
     members_of: dict[str, list[Example]] = {}
-    for key, example in zip(group_keys, pool, strict=True):
-        members_of.setdefault(key, []).append(example)
+    for example in pool:
+        members_of.setdefault(example.session_id, []).append(example)
     keys = sorted(members_of)
     strata = []
     for key in keys:
@@ -195,18 +193,29 @@ def curate(
     sizes = Counter(strata)
     strata = [s if sizes[s] * smallest >= 1 else s.split("|", 1)[0] + "|(rare tools)" for s in strata]
     ranks = stratified_ranks(keys, strata, rules.splits.seed)
+    split_of_session = {
+        key: previous_split.get(key) or split_of(ranks[key], rules)
+        for key in keys  # eval stays eval
+    }
+    # The same question asked in another session must not train what eval measures.
+    eval_questions = {
+        normalized_question(e) for k in keys if split_of_session[k] == "eval" for e in members_of[k]
+    }
     membership_rows = []
     split_counts: Counter[str] = Counter()
+    kept_pool = []
     for key in keys:
-        sessions = {e.session_id for e in members_of[key]}
-        earlier = {previous_split[s] for s in sessions if s in previous_split}
-        # A group keeps the split it had (eval stays eval); a conflict goes to eval, never train.
-        split = (earlier.pop() if len(earlier) == 1 else "eval") if earlier else split_of(ranks[key], rules)
+        split = split_of_session[key]
         for example in members_of[key]:
+            if split != "eval" and normalized_question(example) in eval_questions:
+                counts["dropped_eval_overlap"] += 1
+                continue
+            kept_pool.append(example)
             split_counts[split] += 1
             membership_rows.append(
                 {"example_id": example.id, "split": split, "weight": weight(example, rules)}
             )
+    pool = kept_pool
 
     # Review queue: corrections-adjacent and rare tools first.
     for item in reviews:

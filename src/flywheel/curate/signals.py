@@ -33,7 +33,10 @@ def facts(task: Task, percentiles: dict[str, float]) -> TaskFacts:
     tool_errors = retries = 0
     fallback = False
     failed_tools: set[str] = set()
-    for step in task.steps:
+    summary = task.metadata.get("_tools") if isinstance(task.metadata, dict) else None
+    if summary is not None:  # aggregated by the store (lean loading)
+        tool_errors, retries, fallback = summary
+    for step in task.steps if summary is None else ():
         if step.kind != "tool_call":
             continue
         if step.data.get("fallback"):

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 
 from flywheel.errors import NotFound
 from flywheel.records import Task
@@ -32,8 +32,13 @@ class CurationQueries:
         ingested_after: datetime | None = None,
         ingested_until: datetime | None = None,
         chunk: int = 2000,
+        lean: bool = False,
     ) -> Iterator[list[Task]]:
         """Finished tasks of ``workload`` with steps and labels, oldest ingest first.
+
+        ``lean`` loads what curation needs and no more: the last model call's
+        data, and a tool summary (errors, retries, fallback used) aggregated in
+        SQL, left in ``task.metadata["_tools"]`` instead of the metadata.
 
         A task counts as changed (and comes again) when a label arrived for it
         after ``ingested_after``: curating incrementally sees new feedback too.
@@ -57,7 +62,8 @@ class CurationQueries:
         last: tuple[datetime, str] | None = None
         with self.engine.connect() as conn:
             while True:
-                query = select(t.tasks).where(*conditions)
+                columns = [col for col in t.tasks.c if not (lean and col.name in ("input", "metadata"))]
+                query = select(*columns).where(*conditions)
                 if last is not None:
                     query = query.where(
                         or_(c.ingested_at > last[0], and_(c.ingested_at == last[0], c.id > last[1]))
@@ -68,12 +74,17 @@ class CurationQueries:
                 last = (rows[-1]["ingested_at"], rows[-1]["id"])
                 tasks = {r["id"]: _task(r) for r in rows}
                 ids = list(tasks)
-                for row in conn.execute(
-                    select(t.steps)
-                    .where(t.steps.c.task_id.in_(ids))
-                    .order_by(t.steps.c.task_id, t.steps.c.seq, t.steps.c.started_at)
-                ).mappings():
-                    tasks[row["task_id"]].steps.append(_step(row))
+                if lean:
+                    summaries = self._lean_steps(conn, tasks)
+                    for task_id, task in tasks.items():
+                        task.metadata = {"_tools": summaries.get(task_id, (0, 0, False))}
+                else:
+                    for row in conn.execute(
+                        select(t.steps)
+                        .where(t.steps.c.task_id.in_(ids))
+                        .order_by(t.steps.c.task_id, t.steps.c.seq, t.steps.c.started_at)
+                    ).mappings():
+                        tasks[row["task_id"]].steps.append(_step(row))
                 for name, table in (
                     ("feedback", t.feedback),
                     ("corrections", t.corrections),
@@ -87,6 +98,55 @@ class CurationQueries:
                     for task_id, labels in grouped.items():
                         setattr(tasks[task_id], name, labels)
                 yield list(tasks.values())
+
+    @staticmethod
+    def _lean_steps(conn: Any, tasks: dict[str, Task]) -> dict[str, tuple[int, int, bool]]:
+        """Attach each task's last model call; return its tool summary
+        (errors, retries, fallback used), aggregated in SQL."""
+        from datetime import UTC
+
+        from flywheel.records import Step
+
+        s = t.steps.c
+        ids = list(tasks)
+        summary: dict[str, tuple[int, int, bool]] = {}
+        query = (
+            select(
+                s.task_id,
+                func.count(s.error),
+                func.sum(case((s.data["attempt"].as_integer() > 1, 1), else_=0)),
+                func.max(case((s.data["fallback"].as_boolean(), 1), else_=0)),
+            )
+            .where(s.task_id.in_(ids), s.kind == "tool_call")
+            .group_by(s.task_id)
+        )
+        for task_id, errors, retries, fallback in conn.execute(query):
+            summary[task_id] = (int(errors or 0), int(retries or 0), bool(fallback))
+        last: dict[str, tuple[int, Any]] = {}
+        for step_id, task_id, seq, started, data in conn.execute(
+            select(s.id, s.task_id, s.seq, s.started_at, s.data).where(
+                s.task_id.in_(ids), s.kind == "llm_call"
+            )
+        ):
+            if task_id not in last or seq >= last[task_id][0]:
+                last[task_id] = (seq, (step_id, started, data))
+        for task_id, (seq, (step_id, started, data)) in last.items():
+            tasks[task_id].steps.append(
+                Step.model_construct(
+                    id=step_id,
+                    task_id=task_id,
+                    seq=seq,
+                    kind="llm_call",
+                    name=None,
+                    error=None,
+                    started_at=started if started.tzinfo else started.replace(tzinfo=UTC),
+                    ended_at=None,
+                    latency_ms=None,
+                    data=data,
+                    redactions=0,
+                )
+            )
+        return summary
 
     def latency_percentiles(self, workload: str) -> dict[str, float]:
         """p50/p90/p95/p99 task duration (ms) of a workload, for the ``slow`` signal."""

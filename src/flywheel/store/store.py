@@ -424,12 +424,13 @@ class Store(CurationQueries):
 
 
 def _task(row: Any) -> Task:
-    return Task(
+    # Rows come from our own schema: construct without re-validating (1M tasks in curation).
+    return Task.model_construct(
         id=row["id"],
         workload=row["workload"],
         session_id=row["session_id"],
         agent_version=row["agent_version"],
-        input=row["input"],
+        input=row.get("input"),
         output=row["output"],
         success=row["success"],
         confidence=row["confidence"],
@@ -437,8 +438,12 @@ def _task(row: Any) -> Task:
         started_at=_aware(row["started_at"]),
         ended_at=_aware(row["ended_at"]),
         duration_ms=row["duration_ms"],
-        metadata=row["metadata"] or {},
+        metadata=row.get("metadata") or {},
         redactions=row["redactions"],
+        steps=[],
+        feedback=[],
+        corrections=[],
+        annotations=[],
     )
 
 
