@@ -36,11 +36,34 @@ from flywheel.curate import DEFAULT_RULES, curate, parse_rules  # noqa: E402
 from flywheel.store import RowBatch, Store  # noqa: E402
 
 TOOLS = [
-    {"type": "function", "function": {"name": f"tool_{i}", "description": f"tool number {i}", "parameters": {
-        "type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer"}}, "required": ["q"]}}}
+    {
+        "type": "function",
+        "function": {
+            "name": f"tool_{i}",
+            "description": f"tool number {i}",
+            "parameters": {
+                "type": "object",
+                "properties": {"q": {"type": "string"}, "n": {"type": "integer"}},
+                "required": ["q"],
+            },
+        },
+    }
     for i in range(40)
 ]
-WORDS = "order refund weather flight hotel invoice account password shipping delivery table price".split()
+WORDS = [
+    "order",
+    "refund",
+    "weather",
+    "flight",
+    "hotel",
+    "invoice",
+    "account",
+    "password",
+    "shipping",
+    "delivery",
+    "table",
+    "price",
+]
 
 
 def rss_mb() -> float:
@@ -64,33 +87,127 @@ def generate(store: Store, n: int, seed: int = 0) -> float:
         duration = rng.lognormvariate(6, 0.6)
         end = at + timedelta(milliseconds=duration)
         call = {"name": tool, "arguments": {"q": question[:20], "n": rng.randrange(10)}}
-        batch.tasks_finished.append({
-            "id": task_id, "workload": "bench", "session_id": f"s{rng.randrange(n // 8 + 1)}", "agent_version": None,
-            "input": question, "output": [call], "success": not failed, "confidence": confidence, "error": None,
-            "started_at": at, "ended_at": end, "duration_ms": duration, "metadata": {}, "redactions": 0, "ingested_at": at,
-        })
+        batch.tasks_finished.append(
+            {
+                "id": task_id,
+                "workload": "bench",
+                "session_id": f"s{rng.randrange(n // 8 + 1)}",
+                "agent_version": None,
+                "input": question,
+                "output": [call],
+                "success": not failed,
+                "confidence": confidence,
+                "error": None,
+                "started_at": at,
+                "ended_at": end,
+                "duration_ms": duration,
+                "metadata": {},
+                "redactions": 0,
+                "ingested_at": at,
+            }
+        )
         steps = [
-            ("llm_call", "m", None, {"model": "m", "messages": [{"role": "user", "content": question}], "tools": TOOLS[:3] + [t for t in TOOLS if t["function"]["name"] == tool],
-                                     "response": {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": tool, "arguments": json.dumps(call["arguments"])}}]}}),
-            ("tool_call", tool, "Timeout" if retried else None, {"name": tool, "arguments": call["arguments"], "attempt": 1, "fallback": False}),
-            ("tool_call", tool, None, {"name": tool, "arguments": call["arguments"], "attempt": 2 if retried else 1, "fallback": False}),
-            ("tool_call", "escalate", None, {"name": "escalate", "arguments": {}, "attempt": 1, "fallback": failed}),
-            ("retrieval", None, None, {"query": question, "documents": [{"content": "policy text", "score": 0.7}]}),
+            (
+                "llm_call",
+                "m",
+                None,
+                {
+                    "model": "m",
+                    "messages": [{"role": "user", "content": question}],
+                    "tools": TOOLS[:3] + [t for t in TOOLS if t["function"]["name"] == tool],
+                    "response": {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": "c",
+                                "type": "function",
+                                "function": {"name": tool, "arguments": json.dumps(call["arguments"])},
+                            }
+                        ],
+                    },
+                },
+            ),
+            (
+                "tool_call",
+                tool,
+                "Timeout" if retried else None,
+                {"name": tool, "arguments": call["arguments"], "attempt": 1, "fallback": False},
+            ),
+            (
+                "tool_call",
+                tool,
+                None,
+                {
+                    "name": tool,
+                    "arguments": call["arguments"],
+                    "attempt": 2 if retried else 1,
+                    "fallback": False,
+                },
+            ),
+            (
+                "tool_call",
+                "escalate",
+                None,
+                {"name": "escalate", "arguments": {}, "attempt": 1, "fallback": failed},
+            ),
+            (
+                "retrieval",
+                None,
+                None,
+                {"query": question, "documents": [{"content": "policy text", "score": 0.7}]},
+            ),
             ("reasoning", None, None, {"text": "thinking about " + tool}),
         ]
         for seq, (kind, name, error, data) in enumerate(steps, start=1):
-            batch.steps.append({"id": f"{task_id}-{seq}", "task_id": task_id, "seq": seq, "kind": kind, "name": name,
-                                "started_at": at, "ended_at": end, "latency_ms": 1.0, "error": error, "data": data,
-                                "redactions": 0, "ingested_at": at})
+            batch.steps.append(
+                {
+                    "id": f"{task_id}-{seq}",
+                    "task_id": task_id,
+                    "seq": seq,
+                    "kind": kind,
+                    "name": name,
+                    "started_at": at,
+                    "ended_at": end,
+                    "latency_ms": 1.0,
+                    "error": error,
+                    "data": data,
+                    "redactions": 0,
+                    "ingested_at": at,
+                }
+            )
         r = rng.random()
         if r < 0.35:
-            batch.feedback.append({"id": f"f{i}", "task_id": task_id, "thumbs": -1 if failed or r < 0.05 else 1, "rating": None,
-                                   "comment": None, "edited": False, "edited_output": None, "retried": False, "abandoned": False,
-                                   "source": "user", "at": end + timedelta(minutes=5), "redactions": 0, "ingested_at": at})
+            batch.feedback.append(
+                {
+                    "id": f"f{i}",
+                    "task_id": task_id,
+                    "thumbs": -1 if failed or r < 0.05 else 1,
+                    "rating": None,
+                    "comment": None,
+                    "edited": False,
+                    "edited_output": None,
+                    "retried": False,
+                    "abandoned": False,
+                    "source": "user",
+                    "at": end + timedelta(minutes=5),
+                    "redactions": 0,
+                    "ingested_at": at,
+                }
+            )
         if failed and rng.random() < 0.2:
             fixed = {"name": tool, "arguments": {"q": question[:20], "n": 0}}
-            batch.corrections.append({"id": f"c{i}", "task_id": task_id, "output": None, "tool_calls": [fixed],
-                                      "author": "user", "at": end + timedelta(hours=1), "redactions": 0, "ingested_at": at})
+            batch.corrections.append(
+                {
+                    "id": f"c{i}",
+                    "task_id": task_id,
+                    "output": None,
+                    "tool_calls": [fixed],
+                    "author": "user",
+                    "at": end + timedelta(hours=1),
+                    "redactions": 0,
+                    "ingested_at": at,
+                }
+            )
         if len(batch.steps) >= 60_000:
             store.write_batch(batch)
             batch = RowBatch()
@@ -108,15 +225,30 @@ def pandas_pass(database: Path) -> dict:
 
     started = time.perf_counter()
     conn = sqlite3.connect(database)
-    tasks = pd.read_sql("SELECT id, session_id, success, confidence, duration_ms, ended_at, input FROM tasks WHERE workload = 'bench'", conn)
+    tasks = pd.read_sql(
+        "SELECT id, session_id, success, confidence, duration_ms, ended_at, input FROM tasks WHERE workload = 'bench'",
+        conn,
+    )
     tools = pd.read_sql(
         "SELECT task_id, SUM(error IS NOT NULL) AS errors, SUM(json_extract(data, '$.attempt') > 1) AS retries, "
-        "MAX(json_extract(data, '$.fallback')) AS fallback FROM steps WHERE kind = 'tool_call' GROUP BY task_id", conn)
-    fb = pd.read_sql("SELECT task_id, MIN(thumbs) AS min_thumbs, MAX(thumbs) AS max_thumbs, MAX(edited) AS edited FROM feedback GROUP BY task_id", conn)
+        "MAX(json_extract(data, '$.fallback')) AS fallback FROM steps WHERE kind = 'tool_call' GROUP BY task_id",
+        conn,
+    )
+    fb = pd.read_sql(
+        "SELECT task_id, MIN(thumbs) AS min_thumbs, MAX(thumbs) AS max_thumbs, MAX(edited) AS edited FROM feedback GROUP BY task_id",
+        conn,
+    )
     corr = pd.read_sql("SELECT DISTINCT task_id, 1 AS corrected FROM corrections", conn)
-    llm = pd.read_sql("SELECT task_id, json_extract(data, '$.response') AS response FROM steps WHERE kind = 'llm_call'", conn)
-    df = tasks.merge(tools, left_on="id", right_on="task_id", how="left").merge(fb, left_on="id", right_on="task_id", how="left", suffixes=("", "_fb"))
-    df = df.merge(corr, left_on="id", right_on="task_id", how="left", suffixes=("", "_c")).merge(llm, left_on="id", right_on="task_id", how="left", suffixes=("", "_l"))
+    llm = pd.read_sql(
+        "SELECT task_id, json_extract(data, '$.response') AS response FROM steps WHERE kind = 'llm_call'",
+        conn,
+    )
+    df = tasks.merge(tools, left_on="id", right_on="task_id", how="left").merge(
+        fb, left_on="id", right_on="task_id", how="left", suffixes=("", "_fb")
+    )
+    df = df.merge(corr, left_on="id", right_on="task_id", how="left", suffixes=("", "_c")).merge(
+        llm, left_on="id", right_on="task_id", how="left", suffixes=("", "_l")
+    )
     negative = df.min_thumbs.fillna(0) < 0
     positive = df.max_thumbs.fillna(0) > 0
     tool_error = df.errors.fillna(0) > 0
@@ -130,46 +262,77 @@ def pandas_pass(database: Path) -> dict:
         clean & ~(df.confidence < 0.5),
         slow,
     ]
-    df["action"] = np.select(conditions, ["train", "review", "review", "train", "train", "drop"], default="none")
+    df["action"] = np.select(
+        conditions, ["train", "review", "review", "train", "train", "drop"], default="none"
+    )
     train = df[df.action == "train"]
-    train = train.assign(key=train.input.astype(str) + "|" + train.response.astype(str)).drop_duplicates("key")
+    train = train.assign(key=train.input.astype(str) + "|" + train.response.astype(str)).drop_duplicates(
+        "key"
+    )
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "tasks": len(df), "train_examples": len(train), "actions": df.action.value_counts().to_dict()}
+    return {
+        "seconds": seconds,
+        "tasks": len(df),
+        "train_examples": len(train),
+        "actions": df.action.value_counts().to_dict(),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", type=int, default=1_000_000)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="fw-curate-"))
     database = workdir / "flywheel.db"
-    settings = Settings(database_url=f"sqlite:///{database}", home=workdir / "home", sqlite_synchronous="NORMAL")
+    settings = Settings(
+        database_url=f"sqlite:///{database}", home=workdir / "home", sqlite_synchronous="NORMAL"
+    )
     store = Store.open(settings)
     gen_seconds = generate(store, args.tasks)
     print(f"generated {args.tasks:,} tasks in {gen_seconds:.0f} s", file=sys.stderr)
     rss_before = rss_mb()
     started = time.perf_counter()
-    result = curate(store, "bench", parse_rules(DEFAULT_RULES), progress=lambda n: n % 100_000 == 0 and print(f"  curated {n:,}", file=sys.stderr))
+    result = curate(
+        store,
+        "bench",
+        parse_rules(DEFAULT_RULES),
+        progress=lambda n: n % 100_000 == 0 and print(f"  curated {n:,}", file=sys.stderr),
+    )
     ours = time.perf_counter() - started
     rss_ours = rss_mb()
     baseline = pandas_pass(database)
     report = {
         "backend": "sqlite",
         "tasks": args.tasks,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
         "generate_seconds": gen_seconds,
-        "flywheel": {"seconds": ours, "tasks_per_s": args.tasks / ours, "peak_rss_mb": rss_ours, "rss_before_mb": rss_before,
-                     "summary": result.summary},
+        "flywheel": {
+            "seconds": ours,
+            "tasks_per_s": args.tasks / ours,
+            "peak_rss_mb": rss_ours,
+            "rss_before_mb": rss_before,
+            "summary": result.summary,
+        },
         "pandas": {**baseline, "tasks_per_s": args.tasks / baseline["seconds"], "peak_rss_mb": rss_mb()},
         "ratio_time_vs_pandas": ours / baseline["seconds"],
     }
     print(f"{'pass':<10}{'seconds':>10}{'tasks/s':>12}{'peak RSS MB':>14}")
     print(f"{'flywheel':<10}{ours:>10.1f}{args.tasks / ours:>12.0f}{rss_ours:>14.0f}")
-    print(f"{'pandas':<10}{baseline['seconds']:>10.1f}{args.tasks / baseline['seconds']:>12.0f}{report['pandas']['peak_rss_mb']:>14.0f}")
-    print(f"flywheel / pandas time: {report['ratio_time_vs_pandas']:.2f} (the pandas pass builds no examples, dedups exactly only, writes nothing)")
+    print(
+        f"{'pandas':<10}{baseline['seconds']:>10.1f}{args.tasks / baseline['seconds']:>12.0f}{report['pandas']['peak_rss_mb']:>14.0f}"
+    )
+    print(
+        f"flywheel / pandas time: {report['ratio_time_vs_pandas']:.2f} (the pandas pass builds no examples, dedups exactly only, writes nothing)"
+    )
     s = result.summary
-    print(f"examples {s['examples']:,} ({s['splits']}), review items {s['review_items']:,}, density {s['signal_density']['overall']}/1000, "
-          f"duplicates exact {s['actions'].get('exact_duplicates', 0):,} near {s['actions'].get('near_duplicates', 0):,}")
+    print(
+        f"examples {s['examples']:,} ({s['splits']}), review items {s['review_items']:,}, density {s['signal_density']['overall']}/1000, "
+        f"duplicates exact {s['actions'].get('exact_duplicates', 0):,} near {s['actions'].get('near_duplicates', 0):,}"
+    )
     out = ROOT / "bench" / "results" / "curate.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))

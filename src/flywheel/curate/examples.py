@@ -151,7 +151,7 @@ def _schema_valid(arguments: Any, schema: dict[str, Any]) -> str | None:
     import jsonschema
 
     key = json.dumps(schema, sort_keys=True)
-    validator = _validators.get(key)
+    validator: Any = _validators.get(key)
     if validator is None:
         cls = jsonschema.validators.validator_for(schema or {"type": "object"})
         try:

@@ -105,7 +105,7 @@ class CurationQueries:
         (errors, retries, fallback used), aggregated in SQL."""
         from datetime import UTC
 
-        from flywheel.records import Step
+        from flywheel.records import Step, StepKind
 
         s = t.steps.c
         ids = list(tasks)
@@ -136,7 +136,7 @@ class CurationQueries:
                     id=step_id,
                     task_id=task_id,
                     seq=seq,
-                    kind="llm_call",
+                    kind=StepKind.LLM_CALL,
                     name=None,
                     error=None,
                     started_at=started if started.tzinfo else started.replace(tzinfo=UTC),

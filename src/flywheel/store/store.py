@@ -435,7 +435,7 @@ def _task(row: Any) -> Task:
         success=row["success"],
         confidence=row["confidence"],
         error=row["error"],
-        started_at=_aware(row["started_at"]),
+        started_at=_utc(row["started_at"]),
         ended_at=_aware(row["ended_at"]),
         duration_ms=row["duration_ms"],
         metadata=row.get("metadata") or {},
