@@ -292,3 +292,37 @@ def test_nothing_to_curate_is_a_clear_error(store):
 
     with pytest.raises(InvalidInput, match="no finished tasks of workload 'ghost'"):
         curate(store, "ghost", parse_rules(DEFAULT_RULES))
+
+
+def test_pairwise_preferences_become_preference_examples(fw, store, settings):
+    from flywheel.ingest import Ingestor
+    from flywheel.records import new_id
+
+    task_id = log(fw, "weather in Bern?", [{"name": "get_weather", "arguments": {"city": "Bern"}}])
+    fw.flush()
+    better = {
+        "role": "assistant",
+        "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Bern, CH"}}}],
+    }
+    worse = {"role": "assistant", "content": "I don't know"}
+    Ingestor(store, settings).ingest(
+        [
+            {
+                "type": "annotation",
+                "id": new_id(),
+                "task_id": task_id,
+                "at": utcnow().isoformat(),
+                "annotation": {
+                    "kind": "preference",
+                    "response_a": worse,
+                    "response_b": better,
+                    "preferred": "b",
+                },
+            }
+        ]
+    )
+    result = curate(store, "shop", parse_rules(DEFAULT_RULES))
+    pairs = [r for r in store.dataset_examples(result.dataset_id) if r["kind"] == "preference"]
+    assert len(pairs) == 1
+    assert pairs[0]["target"] == {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Bern, CH"}}]}
+    assert pairs[0]["rejected"] == {"content": "I don't know"}

@@ -20,6 +20,7 @@ __all__ = [
     "build_example",
     "dominant",
     "normalized_question",
+    "preference_examples",
     "near_duplicate_clusters",
     "split_of",
     "stratified_ranks",
@@ -144,6 +145,45 @@ def build_example(task: Task, action: str, rule: str) -> Example | None:
 
 
 _validators: dict[str, Any] = {}
+
+
+def preference_examples(task: Task, rule: str) -> list[Example]:
+    """Pairs from reviewers' pairwise-preference annotations (ties give none)."""
+    calls = [s for s in task.steps if s.kind == "llm_call"]
+    if not calls:
+        return []
+    data = calls[-1].data
+    messages = [m for m in data.get("messages") or [] if isinstance(m, dict) and m.get("role") != "system"]
+    out = []
+    for note in task.annotations:
+        body = note.get("data") or {}
+        if note.get("kind") != "preference" or body.get("preferred") not in ("a", "b") or not messages:
+            continue
+        good, bad = (
+            (body["response_a"], body["response_b"])
+            if body["preferred"] == "a"
+            else (body["response_b"], body["response_a"])
+        )
+        target, rejected = _target(good), _target(bad)
+        if target is None or rejected is None:
+            continue
+        out.append(
+            Example(
+                id=_id(task.workload, messages, {"preferred": target, "rejected": rejected}, "preference"),
+                task_id=task.id,
+                session_id=task.session_id,
+                workload=task.workload,
+                kind="preference",
+                messages=messages,
+                tools=data.get("tools"),
+                target=target,
+                rejected=rejected,
+                source="annotation",
+                rule=rule,
+                task_at=task.ended_at or task.started_at,
+            )
+        )
+    return out
 
 
 def _schema_valid(arguments: Any, schema: dict[str, Any]) -> str | None:

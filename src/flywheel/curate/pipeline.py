@@ -23,6 +23,7 @@ from flywheel.curate.examples import (
     dominant,
     near_duplicate_clusters,
     normalized_question,
+    preference_examples,
     split_of,
     stratified_ranks,
     weight,
@@ -130,6 +131,9 @@ def curate(
                 continue
             candidates.append(example)
             usable_per_rule[rule.name] += 1
+            for pair in preference_examples(task, rule.name):
+                pair.quality = assess(pair, rules, now)
+                candidates.append(pair)
         if progress:
             progress(processed)
     if previous is None and processed == 0:
