@@ -326,3 +326,60 @@ def test_pairwise_preferences_become_preference_examples(fw, store, settings):
     assert len(pairs) == 1
     assert pairs[0]["target"] == {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Bern, CH"}}]}
     assert pairs[0]["rejected"] == {"content": "I don't know"}
+
+
+def test_llm_judge_scores_are_cached_and_disagreement_goes_to_review(fw, store):
+    """The judge is a paid endpoint: faked at the HTTP edge, the real openai client runs."""
+    import httpx
+    import openai
+
+    from flywheel.models.remote import OpenAIModel
+
+    calls = []
+
+    def endpoint(request):
+        body = json.loads(request.content)
+        calls.append(body)
+        grade = 0.1 if "Quito" in body["messages"][-1]["content"] else 0.9
+        return httpx.Response(
+            200,
+            json={
+                "id": "j",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "judge",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {
+                            "role": "assistant",
+                            "content": json.dumps({"accuracy": grade, "completeness": 1, "relevance": 1}),
+                        },
+                    }
+                ],
+            },
+        )
+
+    client = openai.OpenAI(
+        api_key="k",
+        base_url="http://judge/v1",
+        max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(endpoint)),
+    )
+    judge = OpenAIModel("judge-model", client=client)
+    log(fw, "weather in Lima?", [{"name": "get_weather", "arguments": {"city": "Lima"}}], session="a")
+    log(fw, "weather in Quito?", [{"name": "get_weather", "arguments": {"city": "Quito"}}], session="b")
+    fw.flush()
+    rules = parse_rules(DEFAULT_RULES + "judge: {model: 'openai:judge-model', disagreement: 0.5}\n")
+    result = curate(store, "shop", rules, judge_model=judge)
+    rows = store.dataset_examples(result.dataset_id)
+    assert [r["messages"][-1]["content"] for r in rows] == ["weather in Lima?"]
+    assert rows[0]["quality"]["accuracy_judge"]["method"] == "llm judge judge-model (judge-v1)"
+    assert result.summary["actions"]["judge_disputed"] == 1
+    assert any("judge disagrees on accuracy" in item["reason"] for item in store.review_queue("shop"))
+    asked = len(calls)
+    log(fw, "weather in Lima?", [{"name": "get_weather", "arguments": {"city": "Lima"}}], session="c")
+    fw.flush()
+    curate(store, "shop", rules, judge_model=judge)
+    assert len(calls) == asked  # the same example is judged from the cache

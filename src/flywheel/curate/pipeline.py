@@ -60,7 +60,10 @@ def curate(
     *,
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
+    judge_model: Any = None,
 ) -> CurationResult:
+    """One curation run (see the module's docstring). ``judge_model`` overrides
+    the rules file's judge endpoint (a ``ChatModel``)."""
     now = now or utcnow()
     previous = store.latest_dataset(workload)
     cutoff = now
@@ -136,6 +139,8 @@ def curate(
                 candidates.append(pair)
         if progress:
             progress(processed)
+    if rules.judge is not None and candidates:
+        candidates = _judge(store, rules, candidates, reviews, workload, now, counts, judge_model)
     if previous is None and processed == 0:
         raise InvalidInput(
             f"no finished tasks of workload {workload!r} to curate",
@@ -274,6 +279,42 @@ def curate(
         reviews,
     )
     return CurationResult(dataset_id, number, workload, summary)
+
+
+def _judge(
+    store: Store,
+    rules: RulesFile,
+    candidates: list[Example],
+    reviews: list[dict[str, Any]],
+    workload: str,
+    now: datetime,
+    counts: Counter[str],
+    model: Any = None,
+) -> list[Example]:
+    from flywheel.curate.judge import Judge
+    from flywheel.models.registry import load_model
+
+    assert rules.judge is not None
+    judge = Judge(model or load_model(rules.judge.model), store)
+    disputed = {id(example): reason for example, reason in judge.apply(candidates, rules.judge.disagreement)}
+    kept = []
+    for example in candidates:
+        if id(example) in disputed:
+            counts["judge_disputed"] += 1
+            reviews.append(
+                _review_item(
+                    example.task_id,
+                    workload,
+                    example.rule,
+                    _review_reason(example, disputed[id(example)]),
+                    0.0,
+                    now,
+                    example,
+                )
+            )
+        else:
+            kept.append(example)
+    return kept
 
 
 def _quality_verdict(example: Example, rules: RulesFile) -> str:

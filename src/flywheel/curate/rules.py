@@ -126,9 +126,18 @@ class Staleness(BaseModel):
     drop_after_days: float | None = Field(365, gt=0)
 
 
+class JudgeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="openai:MODEL[@BASE_URL] (any OpenAI-compatible endpoint)")
+    disagreement: float = Field(
+        0.5, gt=0, le=1, description="a larger gap to our own scores sends the example to review"
+    )
+
+
 class RulesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rules: Annotated[list[Rule], Field(min_length=1)]
+    judge: JudgeSettings | None = None
     quality: Quality = Field(default_factory=Quality)
     dedup: Dedup = Field(default_factory=Dedup)
     splits: Splits = Field(default_factory=Splits)

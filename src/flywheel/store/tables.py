@@ -240,3 +240,13 @@ review_items = Table(
     Column("updated_at", Time, nullable=False),
     Index(None, "workload", "state", "priority"),
 )
+
+judgements = Table(
+    "judgements",
+    metadata,
+    Column("example_id", ID, primary_key=True),
+    Column("prompt_version", String(40), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("scores", Json, nullable=False),
+    Column("created_at", Time, nullable=False),
+)
