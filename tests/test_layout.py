@@ -46,7 +46,7 @@ def test_sdk_imports_only_the_base():
     lazy = _our_imports(SRC / "sdk" / "transport.py") - _our_imports(
         SRC / "sdk" / "transport.py", top_level=True
     )
-    assert lazy == {"flywheel.ingest", "flywheel.store"}
+    assert lazy == {"flywheel.deploy", "flywheel.ingest", "flywheel.store"}
 
 
 @pytest.mark.parametrize("stage", ["store", "ingest", "agents", "models", "workloads", "evaluate"])

@@ -195,3 +195,12 @@ def test_committed_openapi_document_is_current(client):
     assert client.get("/openapi.json").json() == committed, (
         "run: python -m flywheel.server.openapi > docs/openapi.json"
     )
+
+
+def test_agent_config_routes_sessions(client, store, keys):
+    from flywheel.deploy import create_version, promote
+
+    version = create_version(store, "w", {"model": "local"})
+    promote(store, "w", version.id)
+    body = client.get("/v1/agent-config?workload=w&session_id=s", headers=auth(keys["ingest"])).json()
+    assert body["version"]["id"] == version.id and body["version"]["config"] == {"model": "local"}

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from flywheel.cli import curate, data, demo, keys, serve, simulate
+from flywheel.cli import curate, data, demo, deploy, keys, serve, simulate
 from flywheel.cli.common import console
 from flywheel.errors import FlywheelError
 
@@ -34,6 +34,8 @@ app.command("demo")(demo.demo)
 app.command("simulate")(simulate.simulate)
 app.command("curate")(curate.curate)
 app.add_typer(curate.datasets_app, name="datasets")
+app.add_typer(deploy.versions_app, name="versions")
+app.add_typer(deploy.deploy_app, name="deploy")
 
 
 def main() -> None:

@@ -200,7 +200,7 @@ class Flywheel:
                 )["version"]
                 version = AgentVersion.model_validate(data) if data else None
             else:
-                version = self.transport.store.stable_version(self.workload)
+                version = self.transport.agent_version(self.workload, session_id)
         except Exception as exc:
             if cached is not None:
                 return cached[1]

@@ -91,5 +91,10 @@ class LocalTransport:
             log.warning("flywheel: rejected an event: %s", error.as_dict())
         return Delivery(SendOutcome.DELIVERED, len(result.rejected))
 
+    def agent_version(self, workload: str, session_id: str | None) -> Any:
+        from flywheel.deploy import route
+
+        return route(self.store, workload, session_id)
+
     def close(self) -> None:
         self.store.close()

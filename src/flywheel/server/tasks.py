@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from flywheel.deploy import route
 from flywheel.errors import InvalidInput, NotFound
 from flywheel.ingest import Ingestor
 from flywheel.records import Task, new_id, utcnow
@@ -120,5 +121,5 @@ def get_stats(request: Request, key: ReadKey, workload: str | None = None) -> di
 def get_agent_config(
     request: Request, key: IngestKey, workload: str, session_id: str | None = None
 ) -> AgentConfigResponse:
-    version = request.app.state.store.stable_version(workload)
+    version = route(request.app.state.store, workload, session_id)
     return AgentConfigResponse(workload=workload, session_id=session_id, version=version)

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import case, func, or_, select, tuple_
 
 from flywheel.errors import NotFound
 from flywheel.records import Task
@@ -64,10 +64,8 @@ class CurationQueries:
             while True:
                 columns = [col for col in t.tasks.c if not (lean and col.name in ("input", "metadata"))]
                 query = select(*columns).where(*conditions)
-                if last is not None:
-                    query = query.where(
-                        or_(c.ingested_at > last[0], and_(c.ingested_at == last[0], c.id > last[1]))
-                    )
+                if last is not None:  # keyset paging on the (workload, ingested_at, id) index
+                    query = query.where(tuple_(c.ingested_at, c.id) > tuple_(last[0], last[1]))
                 rows = list(conn.execute(query.order_by(c.ingested_at, c.id).limit(chunk)).mappings())
                 if not rows:
                     return

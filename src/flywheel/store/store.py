@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from flywheel.config import Settings
 from flywheel.errors import InvalidInput, NotFound, StoreUnavailable
-from flywheel.records import AgentVersion, AuditEvent, Step, Task, new_id, utcnow
+from flywheel.records import AuditEvent, Step, Task, new_id, utcnow
 from flywheel.store import tables as t
 from flywheel.store.bulk import finish_task_statement, insert_statement
 from flywheel.store.curation import CurationQueries
@@ -360,22 +360,6 @@ class Store(CurationQueries):
                 .first()
             )
         return _key(row) if row else None
-
-    # ------------------------------------------------------ agent versions
-
-    def stable_version(self, workload: str) -> AgentVersion | None:
-        """The version that serves ``workload`` now, if one is deployed."""
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(
-                    select(t.agent_versions)
-                    .join(t.deployments, t.deployments.c.stable_version == t.agent_versions.c.id)
-                    .where(t.deployments.c.workload == workload)
-                )
-                .mappings()
-                .first()
-            )
-        return AgentVersion(**row) if row else None
 
     # -------------------------------------------------------------- audit
 

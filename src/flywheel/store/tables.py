@@ -55,6 +55,7 @@ tasks = Table(
     Index(None, "agent_version", "started_at"),
     Index(None, "session_id"),
     Index(None, "ingested_at"),
+    Index(None, "workload", "ingested_at", "id"),
 )
 
 steps = Table(
@@ -249,4 +250,36 @@ judgements = Table(
     Column("model", String(200), primary_key=True),
     Column("scores", Json, nullable=False),
     Column("created_at", Time, nullable=False),
+)
+
+# --------------------------------------------------------------- evaluate
+
+eval_results = Table(
+    "eval_results",
+    metadata,
+    Column("version_id", ID, primary_key=True),
+    Column("item_id", ID, primary_key=True),
+    Column("dataset_id", ID, nullable=False),
+    Column("category", String(200), nullable=False),
+    Column("correct", Boolean, nullable=False),
+    Column("calls", Json),
+    Column("error", Text),
+    Column("seconds", Float, nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("cost", Float),
+    Column("created_at", Time, nullable=False),
+)
+
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("workload", String(200), nullable=False),
+    Column("dataset_id", ID, nullable=False),
+    Column("baseline_id", ID, nullable=False),
+    Column("candidate_id", ID, nullable=False),
+    Column("result", Json, nullable=False),  # metrics, paired comparison, the gate's decision
+    Column("created_at", Time, nullable=False),
+    Index(None, "workload", "created_at"),
 )
