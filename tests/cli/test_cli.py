@@ -235,3 +235,76 @@ def test_curate_and_datasets_commands(cli, tmp_path):
     bad.write_text("rules:\n  - name: x\n    when: sometimes\n    action: review\n")
     result = cli("curate", "--workload", "bfcl", "--rules", str(bad), ok=False)
     assert "unknown signal 'sometimes'" in str(result.exception)
+
+
+@pytest.mark.model
+def test_versions_deploy_and_eval_commands_with_the_real_student(cli, tmp_path):
+    cli(
+        "simulate",
+        "--model",
+        "replay",
+        "--tasks",
+        "24",
+        "--sessions",
+        "24",
+        "--categories",
+        "simple_python",
+        "--per-category",
+        "12",
+        "--json",
+    )
+    rules = tmp_path / "rules.yaml"
+    from flywheel.curate import DEFAULT_RULES
+
+    rules.write_text(DEFAULT_RULES.replace("splits: {eval: 0.2", "splits: {eval: 0.3"))
+    cli("curate", "--workload", "bfcl", "--rules", str(rules), "--json")
+    base_config = tmp_path / "base.json"
+    base_config.write_text(json.dumps({"model": "local", "max_tokens": 48}))
+    shot_config = tmp_path / "shots.json"
+    shot_config.write_text(
+        json.dumps(
+            {
+                "model": "local",
+                "max_tokens": 48,
+                "few_shot": [
+                    {
+                        "question": "What is the weather in Paris?",
+                        "calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}],
+                    }
+                ],
+            }
+        )
+    )
+    base = json.loads(
+        cli("versions", "create", "--workload", "bfcl", "--config", str(base_config), "--json").output
+    )
+    cand = json.loads(
+        cli(
+            "versions",
+            "create",
+            "--workload",
+            "bfcl",
+            "--config",
+            str(shot_config),
+            "--parent",
+            base["id"],
+            "--json",
+        ).output
+    )
+    assert (base["number"], cand["number"]) == (1, 2)
+    diff = json.loads(cli("versions", "diff", "bfcl@1", "bfcl@2", "--json").output)
+    assert set(diff["changes"]) == {"few_shot"}
+    cli("deploy", "promote", "bfcl@1", "--workload", "bfcl")
+    cli("deploy", "canary", "bfcl@2", "--workload", "bfcl", "--share", "0.25")
+    status = json.loads(cli("deploy", "status", "--workload", "bfcl", "--json").output)
+    assert status["stable_version"] == base["id"] and status["canary_version"] == cand["id"]
+    result = json.loads(
+        cli("eval", "--workload", "bfcl", "--candidate", "bfcl@2", "--workers", "1", "--json").output
+    )
+    assert result["baseline_version"] == base["id"] and result["items"] > 0
+    assert result["ci95"][0] <= result["difference"] <= result["ci95"][1]
+    assert isinstance(result["gate"]["promote"], bool) and result["gate"]["checks"]
+    cli("deploy", "rollback", "--workload", "bfcl")
+    assert (
+        json.loads(cli("deploy", "status", "--workload", "bfcl", "--json").output)["canary_version"] is None
+    )

@@ -20,7 +20,8 @@ from flywheel.errors import Conflict, InvalidInput, NotFound
 def test_versions_are_content_addressed_and_numbered(store):
     a = create_version(store, "w", {"model": "local", "rules": ["be brief"]})
     again = create_version(store, "w", {"rules": ["be brief"], "model": "local"})
-    b = create_version(store, "w", {"model": "local", "rules": ["be brief", "use metric units"]}, parent_id=a.id, strategy="rules")
+    config = {"model": "local", "rules": ["be brief", "use metric units"]}
+    b = create_version(store, "w", config, parent_id=a.id, strategy="rules")
     assert again.id == a.id and (a.number, b.number) == (1, 2)
     assert get_version(store, "w@2").id == b.id and b.parent_id == a.id
     assert config_diff(a, b) == {"rules": {"added": ["use metric units"], "removed": [], "from": 1, "to": 2}}
@@ -60,7 +61,8 @@ def test_promotion_races_have_one_winner_and_everything_is_audited(store):
     with pytest.raises(Conflict, match="no canary"):
         rollback(store, "w")
     actions = [e.action for e in reversed(store.audit_events(record_type="deployment"))]
-    assert actions == ["deploy.promote", "deploy.canary", "deploy.promote", "deploy.canary", "deploy.rollback"]
+    expected = ["deploy.promote", "deploy.canary", "deploy.promote", "deploy.canary", "deploy.rollback"]
+    assert actions == expected
     other = create_version(store, "elsewhere", {"model": "local"})
     with pytest.raises(InvalidInput, match="belongs to workload 'elsewhere'"):
         set_canary(store, "w", other.id, 0.1)

