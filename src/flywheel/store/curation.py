@@ -108,6 +108,9 @@ class CurationQueries:
         s = t.steps.c
         ids = list(tasks)
         summary: dict[str, tuple[int, int, bool]] = {}
+        # An expression, not the bare column: SQLite would otherwise pick the kind index
+        # and scan every step of that kind for each chunk, instead of the task_id index.
+        by_kind = s.kind.concat("")
         query = (
             select(
                 s.task_id,
@@ -115,7 +118,7 @@ class CurationQueries:
                 func.sum(case((s.data["attempt"].as_integer() > 1, 1), else_=0)),
                 func.max(case((s.data["fallback"].as_boolean(), 1), else_=0)),
             )
-            .where(s.task_id.in_(ids), s.kind == "tool_call")
+            .where(s.task_id.in_(ids), by_kind == "tool_call")
             .group_by(s.task_id)
         )
         for task_id, errors, retries, fallback in conn.execute(query):
@@ -123,7 +126,7 @@ class CurationQueries:
         last: dict[str, tuple[int, Any]] = {}
         for step_id, task_id, seq, started, data in conn.execute(
             select(s.id, s.task_id, s.seq, s.started_at, s.data).where(
-                s.task_id.in_(ids), s.kind == "llm_call"
+                s.task_id.in_(ids), by_kind == "llm_call"
             )
         ):
             if task_id not in last or seq >= last[task_id][0]:
