@@ -96,6 +96,25 @@ def _id(workload: str, messages: list[dict[str, Any]], target: dict[str, Any], k
     return "ex-" + hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+_tool_lists: dict[bytes, Any] = {}
+
+
+def _interned(tools: Any) -> Any:
+    """One shared object per distinct tool list: a million examples offering the same
+    tools hold one copy of their schemas, not a million."""
+    if not tools:
+        return tools
+    import orjson
+
+    key = orjson.dumps(tools)
+    shared = _tool_lists.get(key)
+    if shared is None:
+        if len(_tool_lists) > 100_000:
+            _tool_lists.clear()
+        shared = _tool_lists[key] = tools
+    return shared
+
+
 def build_example(task: Task, action: str, rule: str) -> Example | None:
     """The example a task gives: the messages its model saw, the tools offered, and
     the target (a human's correction, else the agent's own answer)."""
@@ -106,7 +125,7 @@ def build_example(task: Task, action: str, rule: str) -> Example | None:
     messages = [m for m in last.get("messages") or [] if isinstance(m, dict) and m.get("role") != "system"]
     if not messages:
         return None
-    tools = last.get("tools")
+    tools = _interned(last.get("tools"))
     agent_answer = _target(last.get("response")) or _target(task.output)
     correction = task.corrections[-1] if task.corrections else None
     human = None

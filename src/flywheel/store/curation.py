@@ -62,7 +62,9 @@ class CurationQueries:
         last: tuple[datetime, str] | None = None
         with self.engine.connect() as conn:
             while True:
-                columns = [col for col in t.tasks.c if not (lean and col.name in ("input", "metadata"))]
+                columns = [
+                    col for col in t.tasks.c if not (lean and col.name in ("input", "metadata", "output"))
+                ]
                 query = select(*columns).where(*conditions)
                 if last is not None:  # keyset paging on the (workload, ingested_at, id) index
                     query = query.where(tuple_(c.ingested_at, c.id) > tuple_(last[0], last[1]))

@@ -415,7 +415,7 @@ def _task(row: Any) -> Task:
         session_id=row["session_id"],
         agent_version=row["agent_version"],
         input=row.get("input"),
-        output=row["output"],
+        output=row.get("output"),
         success=row["success"],
         confidence=row["confidence"],
         error=row["error"],
