@@ -213,8 +213,8 @@ class Flywheel:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(orjson.dumps(version.model_dump(mode="json")))
-            except OSError:
-                pass
+            except OSError as exc:  # only the offline fallback is lost; the agent goes on
+                log.debug("flywheel: cannot save the agent config to %s: %s", path, exc)
         return version
 
     # ------------------------------------------------------------ control
