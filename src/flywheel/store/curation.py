@@ -285,8 +285,3 @@ class CurationQueries:
             query = query.where(c.workload == workload)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
-
-    def count_review_items(self) -> dict[str, int]:
-        query = select(t.review_items.c.state, func.count()).group_by(t.review_items.c.state)
-        with self.engine.connect() as conn:
-            return {state: n for state, n in conn.execute(query)}
