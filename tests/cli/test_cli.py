@@ -308,3 +308,8 @@ def test_versions_deploy_and_eval_commands_with_the_real_student(cli, tmp_path):
     assert (
         json.loads(cli("deploy", "status", "--workload", "bfcl", "--json").output)["canary_version"] is None
     )
+
+
+def test_deploy_watch_without_a_canary_says_so(cli):
+    out = json.loads(cli("deploy", "watch", "--workload", "nothing-here", "--json").output)
+    assert out["action"] == "none" and "no canary" in out["reason"]

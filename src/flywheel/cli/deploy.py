@@ -195,3 +195,32 @@ def rollback_(
     print_json({"stable": current["stable_version"], "canary": None}) if json else console().print(
         f"{workload}: canary stopped; stable {current['stable_version']} serves everyone"
     )
+
+
+@deploy_app.command("watch")
+def watch_(
+    workload: Annotated[str, typer.Option(help="The workload.")],
+    alpha: Annotated[
+        float, typer.Option(min=0.0001, max=0.5, help="False-alarm rate of the sequential tests.")
+    ] = 0.05,
+    budget: Annotated[
+        int, typer.Option(min=1, help="Canary tasks after which no regression means promote.")
+    ] = 2000,
+    min_tasks: Annotated[int, typer.Option(min=1, help="Tasks per arm before any decision.")] = 50,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide but do not act.")] = False,
+    json: Json = False,
+) -> None:
+    """Compare the canary with stable on live traffic (always-valid sequential tests) and
+    roll it back on a significant regression or promote it on a win or a spent budget."""
+    from flywheel.deploy.live import LivePolicy, watch
+
+    policy = LivePolicy(alpha=alpha, budget_tasks=budget, min_tasks=min_tasks)
+    with open_store() as store:
+        decision = watch(store, workload, policy, apply=not dry_run)
+    if json:
+        print_json(decision)
+        return
+    out = console()
+    out.print(f"{workload}: [bold]{decision['action']}[/bold] ({decision['reason']})")
+    for name, test in decision.get("tests", {}).items():
+        out.print(f"  {name}: difference {test['difference']:+.3f}, always-valid p {test['p']:.3g}")
