@@ -116,3 +116,51 @@ def test_gate_blocks_guard_regressions():
     decision = gate(comparison, GatePolicy())
     assert decision["promote"] is False
     assert [c["passed"] for c in decision["checks"]] == [True, False, False, True]
+
+
+def test_text_answers_match_exactly_or_by_meaning(store, settings):
+    """The local embedding model (all-MiniLM-L6-v2 from its PyPI package) decides paraphrases."""
+    from flywheel.evaluate.offline import EvalItem
+
+    items = [
+        EvalItem(
+            "t1",
+            "(text answer)",
+            [{"role": "user", "content": "When do refunds arrive?"}],
+            [],
+            None,
+            "Refunds arrive within five business days.",
+        ),
+        EvalItem(
+            "t2",
+            "(text answer)",
+            [{"role": "user", "content": "Can I change my address?"}],
+            [],
+            None,
+            "Yes, you can change the address until the order ships.",
+        ),
+        EvalItem(
+            "t3",
+            "(text answer)",
+            [{"role": "user", "content": "Is there a store in Oslo?"}],
+            [],
+            None,
+            "Yes, we have a store in Oslo.",
+        ),
+    ]
+    answers = {
+        "When do refunds arrive?": "refunds arrive within five business days",  # exact after normalising
+        # a paraphrase (cosine 0.98 with all-MiniLM-L6-v2)
+        "Can I change my address?": "Yes, the address can be changed until the order ships.",
+        "Is there a store in Oslo?": "Our return policy is thirty days.",  # unrelated
+    }
+
+    class Talker:
+        name = "talker"
+
+        def complete(self, request):
+            return ChatResult([], answers[request.messages[-1]["content"]], self.name, 10, 10, 0.01, 0.9)
+
+    version = create_version(store, "shop", {"model": "talker"})
+    results = evaluate_version(store, version, items, lambda c: Talker(), dataset_id="ds-text")
+    assert [results[i].correct for i in ("t1", "t2", "t3")] == [True, True, False]

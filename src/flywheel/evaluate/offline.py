@@ -51,7 +51,16 @@ class EvalItem:
     category: str
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
-    expected: list[dict[str, Any]]  # possible answers, as the AST checker takes them
+    expected: list[dict[str, Any]] | None  # possible answers, as the AST checker takes them
+    text: str | None = None  # an expected text answer (matched exactly or semantically)
+
+
+#: Cosine similarity above which a text answer means the same as the expected one.
+SEMANTIC_THRESHOLD = 0.85
+
+
+def _normal_text(text: str) -> str:
+    return " ".join(text.lower().split()).strip(" .!")
 
 
 def _expected(target: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -70,6 +79,11 @@ def eval_items(store: Store, dataset_id: str) -> list[EvalItem]:
             continue
         expected = _expected(row["target"])
         if expected is None:
+            text = row["target"].get("content")
+            if text:
+                items.append(
+                    EvalItem(row["id"], "(text answer)", row["messages"], row["tools"] or [], None, str(text))
+                )
             continue
         tool_names = sorted({c["name"] for c in row["target"]["tool_calls"]})
         items.append(
@@ -134,6 +148,22 @@ def evaluate_version(
     done = _cached(store, version_id)
     todo = [item for item in items if item.id not in done]
 
+    embedder = None
+    if any(item.text is not None for item in todo):
+        from flywheel.models.embedding import Embedder
+
+        embedder = Embedder()
+
+    def judge_text(expected: str, answer: str) -> bool:
+        if _normal_text(expected) == _normal_text(answer):
+            return True
+        if embedder is None or not answer.strip():
+            return False
+        from flywheel.models.embedding import cosine
+
+        a, b = embedder.embed([expected, answer])
+        return cosine(a, b) >= SEMANTIC_THRESHOLD
+
     def run(item: EvalItem) -> ItemResult:
         request = ChatRequest(
             messages=item.messages,
@@ -143,7 +173,10 @@ def evaluate_version(
             max_tokens=config.max_tokens,
         )
         result = agent.model.complete(request)
-        correct = result.error is None and check_calls(result.calls, item.expected, item.tools).correct
+        if item.expected is None:  # a text answer: exact, else semantic match
+            correct = result.error is None and not result.calls and judge_text(item.text or "", result.text)
+        else:
+            correct = result.error is None and check_calls(result.calls, item.expected, item.tools).correct
         cost = agent.prices.cost(result.model, result.input_tokens, result.output_tokens, result.cpu_seconds)
         return ItemResult(
             item.id,
