@@ -164,3 +164,16 @@ def test_text_answers_match_exactly_or_by_meaning(store, settings):
     version = create_version(store, "shop", {"model": "talker"})
     results = evaluate_version(store, version, items, lambda c: Talker(), dataset_id="ds-text")
     assert [results[i].correct for i in ("t1", "t2", "t3")] == [True, True, False]
+
+
+def test_per_intent_breakdown_groups_similar_requests(store, dataset_id):
+    from flywheel.evaluate.offline import intents
+
+    items = eval_items(store, dataset_id)
+    groups = intents(items)
+    assert set(groups) == {i.id for i in items}
+    assert len(set(groups.values())) < len(items)  # "weather in CityN" requests share an intent
+    version = create_version(store, "shop", {"model": "right"})
+    results = evaluate_version(store, version, items, lambda c: KnowsCities(True), dataset_id=dataset_id)
+    per_intent = compare(results, results, intent_of=groups)["per_intent"]
+    assert sum(row["n"] for row in per_intent.values()) == len(items)

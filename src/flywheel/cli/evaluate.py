@@ -28,12 +28,14 @@ def eval_(
 ) -> None:
     """Paired evaluation with a 95% CI and McNemar's test, then the promotion gate's verdict."""
     from flywheel.deploy import deployment, get_version
+    from flywheel.errors import ConfigError
     from flywheel.evaluate.offline import (
         GatePolicy,
         compare,
         eval_items,
         evaluate_version,
         gate,
+        intents,
         record_evaluation,
     )
     from flywheel.models.registry import load_model
@@ -72,7 +74,11 @@ def eval_(
                     workers=workers,
                     progress=advance,
                 )
-        comparison = compare(results["baseline"], results["candidate"])
+        try:
+            intent_of = intents(items)
+        except ConfigError:  # no local embedding model: per-tool breakdown only
+            intent_of = None
+        comparison = compare(results["baseline"], results["candidate"], intent_of=intent_of)
         decision = gate(comparison, GatePolicy(min_improvement=min_improvement))
         baseline_id = base.id if base else "base"
         result = {

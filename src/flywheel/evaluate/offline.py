@@ -40,6 +40,7 @@ __all__ = [
     "eval_items",
     "evaluate_version",
     "gate",
+    "intents",
     "mcnemar_p",
     "paired_bootstrap",
 ]
@@ -242,19 +243,40 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def intents(items: list[EvalItem], *, threshold: float = 0.6) -> dict[str, str]:
+    """Each item's intent: a cluster of similar requests (leader clustering on local
+    sentence embeddings), named after its first request."""
+    from flywheel.models.embedding import Embedder, cosine
+
+    questions = [
+        next((str(m.get("content", "")) for m in reversed(i.messages) if m.get("role") == "user"), "")
+        for i in items
+    ]
+    vectors = Embedder().embed(questions)
+    leaders: list[tuple[list[float], str]] = []
+    out = {}
+    for item, question, vector in zip(items, questions, vectors, strict=True):
+        match = next((name for lead, name in leaders if cosine(lead, vector) >= threshold), None)
+        if match is None:
+            match = question[:60]
+            leaders.append((vector, match))
+        out[item.id] = match
+    return out
+
+
 def compare(
-    baseline: dict[str, ItemResult], candidate: dict[str, ItemResult], *, seed: int = 0
+    baseline: dict[str, ItemResult],
+    candidate: dict[str, ItemResult],
+    *,
+    seed: int = 0,
+    intent_of: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The paired comparison; ``intent_of`` adds a per-intent breakdown."""
     ids = sorted(set(baseline) & set(candidate))
     a = [baseline[i].correct for i in ids]
     b = [candidate[i].correct for i in ids]
     low, high = paired_bootstrap(a, b, seed=seed)
-    per_category: dict[str, dict[str, Any]] = {}
-    for i in ids:
-        row = per_category.setdefault(baseline[i].category, {"n": 0, "baseline": 0, "candidate": 0})
-        row["n"] += 1
-        row["baseline"] += baseline[i].correct
-        row["candidate"] += candidate[i].correct
+    per_category = _breakdown(ids, baseline, candidate, {i: baseline[i].category for i in ids})
 
     def side(results: dict[str, ItemResult]) -> dict[str, Any]:
         rows = [results[i] for i in ids]
@@ -279,7 +301,23 @@ def compare(
             "candidate_only": sum(y and not x for x, y in zip(a, b, strict=True)),
         },
         "per_category": per_category,
+        "per_intent": _breakdown(ids, baseline, candidate, intent_of) if intent_of else {},
     }
+
+
+def _breakdown(
+    ids: list[str],
+    baseline: dict[str, ItemResult],
+    candidate: dict[str, ItemResult],
+    group_of: dict[str, str],
+) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for i in ids:
+        row = out.setdefault(group_of.get(i, "(other)"), {"n": 0, "baseline": 0, "candidate": 0})
+        row["n"] += 1
+        row["baseline"] += baseline[i].correct
+        row["candidate"] += candidate[i].correct
+    return out
 
 
 @dataclass
