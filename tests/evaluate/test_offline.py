@@ -177,3 +177,60 @@ def test_per_intent_breakdown_groups_similar_requests(store, dataset_id):
     results = evaluate_version(store, version, items, lambda c: KnowsCities(True), dataset_id=dataset_id)
     per_intent = compare(results, results, intent_of=groups)["per_intent"]
     assert sum(row["n"] for row in per_intent.values()) == len(items)
+
+
+def test_llm_judge_in_evaluation_is_cached(store, dataset_id):
+    """A paid judge endpoint, faked at the HTTP edge; the real openai client runs."""
+    import json
+
+    import httpx
+    import openai
+
+    from flywheel.evaluate.offline import compare_judged, judge_scores
+    from flywheel.models.remote import OpenAIModel
+
+    asked = []
+
+    def endpoint(request):
+        prompt = json.loads(request.content)["messages"][-1]["content"]
+        asked.append(prompt)
+        score = 0.0 if "Nowhere" in prompt else 1.0
+        return httpx.Response(
+            200,
+            json={
+                "id": "j",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "judge",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": json.dumps({"score": score})},
+                    }
+                ],
+            },
+        )
+
+    client = openai.OpenAI(
+        api_key="k",
+        base_url="http://judge/v1",
+        max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(endpoint)),
+    )
+    judge = OpenAIModel("judge-model", client=client)
+    items = eval_items(store, dataset_id)
+    wrong, right = (
+        create_version(store, "shop", {"model": "wrong"}),
+        create_version(store, "shop", {"model": "right"}),
+    )
+    models = {"wrong": KnowsCities(False), "right": KnowsCities(True)}
+    a = evaluate_version(store, wrong, items, lambda c: models[c.model], dataset_id=dataset_id)
+    b = evaluate_version(store, right, items, lambda c: models[c.model], dataset_id=dataset_id)
+    scores_a = judge_scores(store, wrong.id, items, a, judge)
+    scores_b = judge_scores(store, right.id, items, b, judge)
+    result = compare_judged(scores_a, scores_b, judge.name)
+    assert (result["baseline"], result["candidate"]) == (0.0, 1.0) and result["ci95"][0] > 0.5
+    count = len(asked)
+    judge_scores(store, right.id, items, b, judge)
+    assert len(asked) == count  # cached

@@ -24,6 +24,9 @@ def eval_(
     min_improvement: Annotated[
         float, typer.Option(help="The gain's CI lower bound must exceed this to pass.")
     ] = 0.0,
+    judge: Annotated[
+        str | None, typer.Option(help="Also score answers with an LLM judge: openai:MODEL[@BASE_URL].")
+    ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Paired evaluation with a 95% CI and McNemar's test, then the promotion gate's verdict."""
@@ -32,10 +35,12 @@ def eval_(
     from flywheel.evaluate.offline import (
         GatePolicy,
         compare,
+        compare_judged,
         eval_items,
         evaluate_version,
         gate,
         intents,
+        judge_scores,
         record_evaluation,
     )
     from flywheel.models.registry import load_model
@@ -80,6 +85,15 @@ def eval_(
             intent_of = None
         comparison = compare(results["baseline"], results["candidate"], intent_of=intent_of)
         decision = gate(comparison, GatePolicy(min_improvement=min_improvement))
+        if judge:
+            judge_model = load_model(judge)
+            scores = {
+                label: judge_scores(
+                    store, version.id if version else "base", items, results[label], judge_model
+                )
+                for label, version in (("baseline", base), ("candidate", cand))
+            }
+            comparison["judge"] = compare_judged(scores["baseline"], scores["candidate"], judge_model.name)
         baseline_id = base.id if base else "base"
         result = {
             "dataset": data_id,

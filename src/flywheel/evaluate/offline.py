@@ -16,7 +16,7 @@ same held-out items, with numbers people can trust.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from math import comb
@@ -37,10 +37,12 @@ __all__ = [
     "EvalItem",
     "GatePolicy",
     "compare",
+    "compare_judged",
     "eval_items",
     "evaluate_version",
     "gate",
     "intents",
+    "judge_scores",
     "mcnemar_p",
     "paired_bootstrap",
 ]
@@ -110,6 +112,7 @@ class ItemResult:
     output_tokens: int
     cost: float | None
     error: str | None = None
+    answer: Any = None  # {"calls": [...], "text": "..."}: what the version answered
 
 
 def _cached(store: Store, version_id: str) -> dict[str, ItemResult]:
@@ -126,6 +129,7 @@ def _cached(store: Store, version_id: str) -> dict[str, ItemResult]:
                 r["output_tokens"],
                 r["cost"],
                 r["error"],
+                r["calls"],
             )
             for r in rows
         }
@@ -188,6 +192,7 @@ def evaluate_version(
             result.output_tokens,
             cost,
             result.error,
+            {"calls": result.calls, "text": result.text},
         )
 
     finished = len(items) - len(todo)
@@ -203,7 +208,7 @@ def evaluate_version(
                         "item_id": outcome.item_id,
                         "category": outcome.category,
                         "correct": outcome.correct,
-                        "calls": None,
+                        "calls": outcome.answer,
                         "error": outcome.error,
                         "seconds": outcome.seconds,
                         "input_tokens": outcome.input_tokens,
@@ -218,11 +223,13 @@ def evaluate_version(
     return {item.id: done[item.id] for item in items}
 
 
-def paired_bootstrap(a: list[bool], b: list[bool], *, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], *, reps: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """95% CI of mean(b) - mean(a), resampling items (pairs stay together)."""
     n = len(a)
     rng = random.Random(seed)
-    diffs = [int(y) - int(x) for x, y in zip(a, b, strict=True)]
+    diffs = [float(y) - float(x) for x, y in zip(a, b, strict=True)]
     stats = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
     return stats[int(0.025 * reps)], stats[min(reps - 1, int(0.975 * reps))]
 
@@ -383,3 +390,85 @@ def record_evaluation(
             },
         )
     return evaluation_id
+
+
+JUDGE_PROMPT_VERSION = "eval-judge-v1"
+JUDGE_PROMPT = """You check an AI agent's answer against the expected one.
+Request: {question}
+Expected answer: {expected}
+Agent's answer: {answer}
+
+Does the agent's answer do what the expected answer does (same tools, same argument
+values, or the same meaning)? Reply with JSON only: {{"score": x}}, x from 0 (no) to 1 (yes)."""
+
+
+def judge_scores(
+    store: Store, version_id: str, items: list[EvalItem], results: dict[str, ItemResult], model: ChatModel
+) -> dict[str, float]:
+    """An LLM judge's score per item (cached per version, item, model and prompt version)."""
+    import json
+    import re
+
+    c = t.eval_judgements.c
+    with store.engine.connect() as conn:
+        known = dict(
+            conn.execute(
+                select(c.item_id, c.score).where(
+                    c.version_id == version_id,
+                    c.model == model.name,
+                    c.prompt_version == JUDGE_PROMPT_VERSION,
+                )
+            ).all()
+        )
+    fresh = []
+    for item in items:
+        if item.id in known or item.id not in results:
+            continue
+        question = next(
+            (str(m.get("content", "")) for m in reversed(item.messages) if m.get("role") == "user"), ""
+        )
+        expected = item.text if item.expected is None else json.dumps(item.expected)
+        prompt = JUDGE_PROMPT.format(
+            question=question, expected=expected, answer=json.dumps(results[item.id].answer)
+        )
+        reply = model.complete(
+            ChatRequest(messages=[{"role": "user", "content": prompt}], tools=[], max_tokens=20)
+        )
+        match = re.search(r"\{.*\}", reply.text or "", re.S)
+        try:
+            score = min(1.0, max(0.0, float(json.loads(match.group())["score"]))) if match else None
+        except (ValueError, KeyError, TypeError):
+            score = None
+        if score is None:
+            continue
+        known[item.id] = score
+        fresh.append(
+            {
+                "version_id": version_id,
+                "item_id": item.id,
+                "model": model.name,
+                "prompt_version": JUDGE_PROMPT_VERSION,
+                "score": score,
+                "created_at": utcnow(),
+            }
+        )
+    if fresh:
+        with store.engine.begin() as conn:
+            conn.execute(t.eval_judgements.insert(), fresh)
+    return known
+
+
+def compare_judged(a: dict[str, float], b: dict[str, float], model: str, *, seed: int = 0) -> dict[str, Any]:
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        return {"model": model, "items": 0}
+    low, high = paired_bootstrap([a[i] for i in ids], [b[i] for i in ids], seed=seed)
+    return {
+        "model": model,
+        "prompt_version": JUDGE_PROMPT_VERSION,
+        "items": len(ids),
+        "baseline": _mean([a[i] for i in ids]),
+        "candidate": _mean([b[i] for i in ids]),
+        "difference": _mean([b[i] - a[i] for i in ids]),
+        "ci95": [low, high],
+    }

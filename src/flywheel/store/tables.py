@@ -283,3 +283,14 @@ evaluations = Table(
     Column("created_at", Time, nullable=False),
     Index(None, "workload", "created_at"),
 )
+
+eval_judgements = Table(
+    "eval_judgements",
+    metadata,
+    Column("version_id", ID, primary_key=True),
+    Column("item_id", ID, primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("prompt_version", String(40), primary_key=True),
+    Column("score", Float, nullable=False),
+    Column("created_at", Time, nullable=False),
+)
