@@ -81,3 +81,15 @@ def test_the_sdk_gets_the_routed_version_and_records_it(store, settings):
     fw.close()
     assert config.id == canary.id
     assert store.get_task(task.id).agent_version == canary.id
+
+
+def test_two_promoters_reading_the_same_state_one_wins(store):
+    v1 = create_version(store, "w", {"model": "local"})
+    v2 = create_version(store, "w", {"model": "local", "rules": ["a"]})
+    v3 = create_version(store, "w", {"model": "local", "rules": ["b"]})
+    promote(store, "w", v1.id)
+    seen = deployment(store, "w")["updated_at"]
+    promote(store, "w", v2.id, expect_updated_at=seen)
+    with pytest.raises(Conflict, match="changed since it was read"):
+        promote(store, "w", v3.id, expect_updated_at=seen)
+    assert deployment(store, "w")["stable_version"] == v2.id

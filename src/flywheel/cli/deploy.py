@@ -172,10 +172,13 @@ def promote_(
     json: Json = False,
 ) -> None:
     """Make a version the stable one for every session."""
-    from flywheel.deploy import promote
+    from flywheel.deploy import deployment, promote
 
     with open_store() as store:
-        current = promote(store, workload, version, reason=reason)
+        seen = deployment(store, workload)  # promote only over the state we saw (compare-and-swap)
+        current = promote(
+            store, workload, version, reason=reason, expect_updated_at=seen["updated_at"] if seen else None
+        )
     print_json({"stable": current["stable_version"]}) if json else console().print(
         f"{workload}: stable is now {current['stable_version']}"
     )

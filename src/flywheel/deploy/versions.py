@@ -187,6 +187,7 @@ def _change(
     values: dict[str, Any],
     expect_canary: str | None = None,
     reason: str = "",
+    expect_updated_at: Any = None,
 ) -> dict[str, Any]:
     with store._writing() as conn:
         current = (
@@ -209,6 +210,11 @@ def _change(
                 },
             )
         else:
+            if expect_updated_at is not None and current["updated_at"] != expect_updated_at:
+                raise Conflict(
+                    f"the deployment of {workload!r} changed since it was read: someone else changed it",
+                    hint="check 'flywheel deploy status' and decide again",
+                )
             if expect_canary is not None and current["canary_version"] != expect_canary:
                 raise Conflict(
                     f"the canary of {workload!r} is {current['canary_version']!r}, not {expect_canary!r}: "
@@ -253,15 +259,24 @@ def promote(
     actor: str = "cli",
     reason: str = "",
     expect_canary: str | None = None,
+    expect_updated_at: Any = None,
 ) -> dict[str, Any]:
-    """Make ``version_id`` stable (and end any canary). ``expect_canary`` makes it a
-    compare-and-swap: two processes promoting at once cannot both win."""
+    """Make ``version_id`` stable (and end any canary). ``expect_canary`` or
+    ``expect_updated_at`` (from the deployment as read) make it a compare-and-swap:
+    two processes promoting at once cannot both win."""
     version = get_version(store, version_id)
     if version.workload != workload:
         raise InvalidInput(f"version {version_id} belongs to workload {version.workload!r}, not {workload!r}")
     values = {"stable_version": version.id, "canary_version": None, "canary_share": 0.0}
     return _change(
-        store, workload, actor, "deploy.promote", values, expect_canary=expect_canary, reason=reason
+        store,
+        workload,
+        actor,
+        "deploy.promote",
+        values,
+        expect_canary=expect_canary,
+        reason=reason,
+        expect_updated_at=expect_updated_at,
     )
 
 
