@@ -313,3 +313,23 @@ def test_versions_deploy_and_eval_commands_with_the_real_student(cli, tmp_path):
 def test_deploy_watch_without_a_canary_says_so(cli):
     out = json.loads(cli("deploy", "watch", "--workload", "nothing-here", "--json").stdout)
     assert out["action"] == "none" and "no canary" in out["reason"]
+
+
+def test_improve_builds_a_few_shot_candidate(cli, tmp_path):
+    from flywheel.curate import DEFAULT_RULES
+
+    cli(
+        "simulate", "--model", "replay", "--tasks", "80", "--sessions", "40", "--per-category", "16", "--json"
+    )
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(DEFAULT_RULES.replace("few_shot: 0.1", "few_shot: 0.4"))
+    cli("curate", "--workload", "bfcl", "--rules", str(rules), "--json")
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"model": "local"}))
+    cli("versions", "create", "--workload", "bfcl", "--config", str(base), "--json")
+    cli("deploy", "promote", "bfcl@1", "--workload", "bfcl")
+    out = json.loads(cli("improve", "--workload", "bfcl", "--k", "3", "--json").stdout)
+    assert out["number"] == 2 and out["strategy"] == "few_shot"
+    assert 1 <= len(out["changes"]) <= 3  # fewer when the token budget is spent first
+    shown = json.loads(cli("versions", "show", "bfcl@2", "--json").stdout)
+    assert len(shown["config"]["few_shot"]) == len(out["changes"]) and shown["parent"] == out["parent"]

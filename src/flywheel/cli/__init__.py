@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from flywheel.cli import curate, data, demo, deploy, evaluate, keys, serve, simulate
+from flywheel.cli import curate, data, demo, deploy, evaluate, improve, keys, serve, simulate
 from flywheel.cli.common import console
 from flywheel.errors import FlywheelError
 
@@ -37,6 +37,7 @@ app.add_typer(curate.datasets_app, name="datasets")
 app.add_typer(deploy.versions_app, name="versions")
 app.add_typer(deploy.deploy_app, name="deploy")
 app.command("eval")(evaluate.eval_)
+app.command("improve")(improve.improve)
 
 
 def main() -> None:

@@ -1,0 +1,55 @@
+import pytest
+from tests.curate.test_curate import log
+
+import flywheel
+from flywheel.curate import DEFAULT_RULES, curate, parse_rules
+from flywheel.deploy import create_version
+from flywheel.errors import InvalidInput
+from flywheel.improve import FewShotStrategy
+
+
+def test_few_shot_candidate_takes_diverse_pool_examples(settings, store):
+    fw = flywheel.init("shop", settings=settings)
+    for i in range(40):
+        if i % 2:
+            log(
+                fw,
+                f"weather in town {i}?",
+                [{"name": "get_weather", "arguments": {"city": f"t{i}"}}],
+                session=f"s{i}",
+            )
+        else:
+            log(
+                fw,
+                f"book a table for {i} people",
+                [{"name": "book_table", "arguments": {"people": i}}],
+                session=f"s{i}",
+            )
+    fw.flush()
+    fw.close()
+    rules = parse_rules(DEFAULT_RULES.replace("few_shot: 0.1", "few_shot: 0.5"))
+    dataset = curate(store, "shop", rules).dataset_id
+    base = create_version(store, "shop", {"model": "local", "rules": ["be brief"]})
+    candidate = FewShotStrategy(k=3).build(store, "shop", dataset, base)
+    config = candidate.version.config
+    pool = {r["messages"][-1]["content"] for r in store.dataset_examples(dataset, "few_shot")}
+    eval_questions = {r["messages"][-1]["content"] for r in store.dataset_examples(dataset, "eval")}
+    shots = config["few_shot"]
+    assert len(shots) == 3 and all(s["question"] in pool for s in shots)
+    assert not {s["question"] for s in shots} & eval_questions  # the held-out set never enters
+    assert {c["name"] for s in shots for c in s["calls"]} == {"get_weather", "book_table"}  # tool coverage
+    assert config["rules"] == ["be brief"] and candidate.version.parent_id == base.id
+    assert candidate.version.strategy == "few_shot" and candidate.version.dataset_id == dataset
+    assert len(candidate.changes) == 3
+
+
+def test_an_empty_pool_is_a_clear_error(settings, store):
+    fw = flywheel.init("shop", settings=settings)
+    log(fw, "weather in Oslo?", [{"name": "get_weather", "arguments": {"city": "Oslo"}}])
+    fw.flush()
+    fw.close()
+    dataset = curate(
+        store, "shop", parse_rules(DEFAULT_RULES.replace("few_shot: 0.1", "few_shot: 0.0"))
+    ).dataset_id
+    with pytest.raises(InvalidInput, match="no few-shot pool"):
+        FewShotStrategy().build(store, "shop", dataset, None)
