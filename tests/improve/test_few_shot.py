@@ -39,6 +39,8 @@ def test_few_shot_candidate_takes_diverse_pool_examples(settings, store):
     assert not {s["question"] for s in shots} & eval_questions  # the held-out set never enters
     assert {c["name"] for s in shots for c in s["calls"]} == {"get_weather", "book_table"}  # tool coverage
     assert config["rules"] == ["be brief"] and candidate.version.parent_id == base.id
+    for shot in shots:  # each example carries the declarations of the tools it calls
+        assert [t["function"]["name"] for t in shot["tools"]] == [c["name"] for c in shot["calls"]]
     assert candidate.version.strategy == "few_shot" and candidate.version.dataset_id == dataset
     assert len(candidate.changes) == 3
 

@@ -49,7 +49,7 @@ class AgentConfig:
         if version is None:
             return cls(**defaults)
         config = dict(version.config)
-        shots = [FewShot(s["question"], s["calls"]) for s in config.pop("few_shot", [])]
+        shots = [FewShot(s["question"], s["calls"], s.get("tools") or []) for s in config.pop("few_shot", [])]
         known = {f for f in cls.__dataclass_fields__ if f not in ("few_shot", "version_id")}
         values = {**defaults, **{k: v for k, v in config.items() if k in known}}
         return cls(**values, few_shot=shots, version_id=version.id)

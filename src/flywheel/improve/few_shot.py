@@ -38,6 +38,13 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def _called_tools(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The declarations of the tools an example calls: a small model follows an
+    example far better when it sees the functions the example used."""
+    called = {c["name"] for c in row["target"]["tool_calls"]}
+    return [tool for tool in row["tools"] or [] if (tool.get("function") or tool).get("name") in called]
+
+
 @dataclass
 class FewShotStrategy:
     name: str = "few_shot"
@@ -87,7 +94,14 @@ class FewShotStrategy:
             budget -= cost
             chosen.append(best)
             covered |= {c["name"] for c in pool[best]["target"]["tool_calls"]}
-        shots = [{"question": questions[i], "calls": pool[i]["target"]["tool_calls"]} for i in chosen]
+        shots = [
+            {
+                "question": questions[i],
+                "calls": pool[i]["target"]["tool_calls"],
+                "tools": _called_tools(pool[i]),
+            }
+            for i in chosen
+        ]
         config: dict[str, Any] = dict(current.config) if current else {"model": "local"}
         config["few_shot"] = shots
         changes = []
