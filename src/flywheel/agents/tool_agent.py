@@ -94,13 +94,20 @@ class ToolAgent:
         self.config = config
         self.prices = prices or PriceTable()
 
-    def _tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def offered_tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The tools the policy lets the model see."""
         deny = set(self.config.tool_policy.get("deny") or [])
         return [t for t in tools if t.get("function", t).get("name") not in deny]
 
     def _ask(
-        self, task: TaskHandle, messages: list[dict[str, Any]], tools: list[dict[str, Any]], note: str = ""
+        self,
+        task: TaskHandle,
+        outcome: AgentOutcome,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        note: str = "",
     ) -> ChatResult:
+        """One model call, logged as a step and counted (calls, cost) in ``outcome``."""
         system = self.config.system()
         if note:
             system = f"{system}\n\n{note}".strip()
@@ -112,6 +119,9 @@ class ToolAgent:
             max_tokens=self.config.max_tokens,
         )
         result = self.model.complete(request)
+        cost = self.prices.cost(result.model, result.input_tokens, result.output_tokens, result.cpu_seconds)
+        outcome.model_calls += 1
+        outcome.cost += cost or 0.0
         sent = ([{"role": "system", "content": system}] if system else []) + messages
         task.llm_call(
             model=result.model,
@@ -120,9 +130,7 @@ class ToolAgent:
             response=result.as_message(),
             input_tokens=result.input_tokens,
             output_tokens=result.output_tokens,
-            cost=self.prices.cost(
-                result.model, result.input_tokens, result.output_tokens, result.cpu_seconds
-            ),
+            cost=cost,
             error=result.error,
             latency_ms=result.seconds * 1000,
         )
@@ -132,16 +140,11 @@ class ToolAgent:
         self, task: TaskHandle, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
     ) -> AgentOutcome:
         """Single-turn: the calls of one model answer (retried when unusable)."""
-        offered = self._tools(tools)
+        offered = self.offered_tools(tools)
         outcome = AgentOutcome([], False, None)
         note = ""
         for attempt in range(1 + self.config.max_retries):
-            result = self._ask(task, messages, offered, note)
-            outcome.model_calls += 1
-            outcome.cost += (
-                self.prices.cost(result.model, result.input_tokens, result.output_tokens, result.cpu_seconds)
-                or 0.0
-            )
+            result = self._ask(task, outcome, messages, offered, note)
             outcome.calls, outcome.confidence, outcome.error = result.calls, result.confidence, result.error
             if result.error is None:
                 outcome.success = True
@@ -162,7 +165,7 @@ class ToolAgent:
         on_turn_end: Callable[[int], None] | None = None,
     ) -> AgentOutcome:
         """Multi-turn: execute calls in ``env`` turn by turn, feeding results back."""
-        offered = self._tools(tools)
+        offered = self.offered_tools(tools)
         fallback = self.config.tool_policy.get("fallback")
         messages: list[dict[str, Any]] = []
         outcome = AgentOutcome([], True, None)
@@ -171,14 +174,7 @@ class ToolAgent:
         for index, turn in enumerate(turns):
             messages.extend(turn)
             for _ in range(self.config.max_steps):
-                result = self._ask(task, messages, offered)
-                outcome.model_calls += 1
-                outcome.cost += (
-                    self.prices.cost(
-                        result.model, result.input_tokens, result.output_tokens, result.cpu_seconds
-                    )
-                    or 0.0
-                )
+                result = self._ask(task, outcome, messages, offered)
                 if result.confidence is not None:
                     confidences.append(result.confidence)
                 if result.error is not None:

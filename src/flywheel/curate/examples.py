@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from flywheel.curate.rules import RulesFile
+from flywheel.models.base import last_user_text
 from flywheel.records import Task
 
 __all__ = [
@@ -46,9 +47,7 @@ class Example:
 
     @property
     def question(self) -> str:
-        return next(
-            (str(m.get("content", "")) for m in reversed(self.messages) if m.get("role") == "user"), ""
-        )
+        return last_user_text(self.messages)
 
     @property
     def tools_used(self) -> list[str]:

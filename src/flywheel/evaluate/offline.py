@@ -27,7 +27,7 @@ from sqlalchemy import select
 from flywheel.agents.tool_agent import AgentConfig, ToolAgent
 from flywheel.errors import InvalidInput
 from flywheel.evaluate.ast_check import check_calls
-from flywheel.models.base import ChatModel, ChatRequest
+from flywheel.models.base import ChatModel, ChatRequest, last_user_text
 from flywheel.models.pricing import PriceTable
 from flywheel.records import AgentVersion, new_id, utcnow
 from flywheel.store import Store
@@ -172,7 +172,7 @@ def evaluate_version(
     def run(item: EvalItem) -> ItemResult:
         request = ChatRequest(
             messages=item.messages,
-            tools=agent._tools(item.tools),
+            tools=agent.offered_tools(item.tools),
             system=config.system(),
             few_shot=config.few_shot,
             max_tokens=config.max_tokens,
@@ -255,10 +255,7 @@ def intents(items: list[EvalItem], *, threshold: float = 0.6) -> dict[str, str]:
     sentence embeddings), named after its first request."""
     from flywheel.models.embedding import Embedder, cosine
 
-    questions = [
-        next((str(m.get("content", "")) for m in reversed(i.messages) if m.get("role") == "user"), "")
-        for i in items
-    ]
+    questions = [last_user_text(i.messages) for i in items]
     vectors = Embedder().embed(questions)
     leaders: list[tuple[list[float], str]] = []
     out = {}
@@ -424,9 +421,7 @@ def judge_scores(
     for item in items:
         if item.id in known or item.id not in results:
             continue
-        question = next(
-            (str(m.get("content", "")) for m in reversed(item.messages) if m.get("role") == "user"), ""
-        )
+        question = last_user_text(item.messages)
         expected = item.text if item.expected is None else json.dumps(item.expected)
         prompt = JUDGE_PROMPT.format(
             question=question, expected=expected, answer=json.dumps(results[item.id].answer)

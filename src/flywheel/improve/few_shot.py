@@ -18,6 +18,7 @@ from typing import Any
 
 from flywheel.deploy import create_version
 from flywheel.errors import InvalidInput
+from flywheel.models.base import last_user_text
 from flywheel.records import AgentVersion
 from flywheel.store import Store
 
@@ -28,10 +29,6 @@ __all__ = ["Candidate", "FewShotStrategy"]
 class Candidate:
     version: AgentVersion
     changes: list[str] = field(default_factory=list)
-
-
-def _question(row: dict[str, Any]) -> str:
-    return next((str(m.get("content", "")) for m in reversed(row["messages"]) if m.get("role") == "user"), "")
 
 
 def _tokens(text: str) -> int:
@@ -65,7 +62,7 @@ class FewShotStrategy:
                 f"dataset {dataset_id} has no few-shot pool with tool calls",
                 hint="curate more traffic or raise splits.few_shot",
             )
-        questions = [_question(r) for r in pool]
+        questions = [last_user_text(r["messages"]) for r in pool]
         vectors = Embedder().embed(questions)
         centre = [sum(column) / len(vectors) for column in zip(*vectors, strict=True)]
         relevance = [

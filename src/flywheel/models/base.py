@@ -7,7 +7,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["ChatModel", "ChatRequest", "ChatResult", "FewShot", "parse_calls", "salvage_calls"]
+__all__ = [
+    "ChatModel",
+    "ChatRequest",
+    "ChatResult",
+    "FewShot",
+    "last_user_text",
+    "parse_calls",
+    "salvage_calls",
+]
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,11 @@ class ChatModel(Protocol):
     name: str
 
     def complete(self, request: ChatRequest) -> ChatResult: ...
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    """The content of the last user message: the request being answered."""
+    return next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
 
 
 def confidence_from_logprobs(logprobs: list[float]) -> float | None:

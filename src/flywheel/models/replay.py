@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from flywheel.models.base import ChatRequest, ChatResult
+from flywheel.models.base import ChatRequest, ChatResult, last_user_text
 
 __all__ = ["ReplayTeacher"]
 
@@ -25,7 +25,7 @@ class ReplayTeacher:
         self.name = f"replay-teacher(simulated, error_rate={error_rate})"
 
     def complete(self, request: ChatRequest) -> ChatResult:
-        question = next((m["content"] for m in reversed(request.messages) if m.get("role") == "user"), "")
+        question = last_user_text(request.messages)
         calls = [dict(c) for c in self.answers.get(question, [])]
         if calls and self.rng.random() < self.error_rate:
             wrong = dict(calls[0]["arguments"])

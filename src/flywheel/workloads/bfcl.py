@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.errors import ConfigError, InvalidInput
+from flywheel.models.base import last_user_text
 
 __all__ = [
     "SINGLE_TURN",
@@ -67,7 +68,7 @@ class WorkloadItem:
 
     @property
     def question(self) -> str:
-        return next((m["content"] for m in reversed(self.messages) if m.get("role") == "user"), "")
+        return last_user_text(self.messages)
 
     def reference_calls(self) -> list[dict[str, Any]]:
         """One right answer: optional arguments left out, the first possible value
