@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["DEFAULT_DATABASE_URL", "PII_DETECTORS", "SECRET_DETECTORS", "Settings"]
@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         "Unset: the SDK writes to the local store directly.",
     )
     api_key: str | None = Field(None, description="Key the SDK and CLI present to the server.")
+    session_secret: SecretStr | None = Field(
+        None,
+        description="Signs reviewers' session cookies and CSRF tokens; unset: one is generated "
+        "once and kept in FLYWHEEL_HOME/session_secret (shared by the server's workers).",
+    )
     home: Path = Field(Path(".flywheel"), description="Folder for local state: the SDK's disk spool, caches.")
     auto_migrate: bool = Field(
         True, description="Bring the database schema up to date when a store is opened."

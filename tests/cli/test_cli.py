@@ -37,13 +37,18 @@ def test_every_command_has_help(cli):
         ["stats"],
         ["import"],
         ["demo"],
+        ["example"],
+        ["cycle", "run"],
+        ["cycle", "schedule"],
+        ["cycle", "list"],
+        ["cycle", "show"],
     ):
         assert "Usage" in cli(*command, "--help").output
 
 
 def test_db_upgrade_reports_the_revision(cli):
     out = json.loads(cli("db", "upgrade", "--json").stdout)
-    assert out["to"] == "0005"
+    assert out["to"] == "0006"
 
 
 def test_keys_create_list_revoke(cli, store):
@@ -58,8 +63,8 @@ def test_keys_create_list_revoke(cli, store):
     assert "scopes must be some of ['ingest', 'review', 'admin']" in str(bad.exception)
 
 
-def test_demo_then_tasks_and_stats(cli):
-    out = json.loads(cli("demo", "--tasks", "30", "--json").stdout)
+def test_example_then_tasks_and_stats(cli):
+    out = json.loads(cli("example", "--tasks", "30", "--json").stdout)
     assert out["tasks"] == 30 and out["delivered"] is True
     assert out["stats"]["tasks"] == 30 and out["sdk"]["dropped"] == 0
     listed = json.loads(cli("tasks", "list", "--limit", "5", "--json").stdout)

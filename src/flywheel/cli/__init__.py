@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from flywheel.cli import curate, data, demo, deploy, evaluate, improve, keys, serve, simulate
+from flywheel.cli import curate, cycle, data, demo, deploy, evaluate, improve, keys, serve, simulate
 from flywheel.cli.common import console
 from flywheel.errors import FlywheelError
 
@@ -31,6 +31,7 @@ app.add_typer(data.tasks_app, name="tasks")
 app.command("stats")(data.stats)
 app.command("import")(data.import_)
 app.command("demo")(demo.demo)
+app.command("example")(demo.example)
 app.command("simulate")(simulate.simulate)
 app.command("curate")(curate.curate)
 app.add_typer(curate.datasets_app, name="datasets")
@@ -38,6 +39,7 @@ app.add_typer(deploy.versions_app, name="versions")
 app.add_typer(deploy.deploy_app, name="deploy")
 app.command("eval")(evaluate.eval_)
 app.command("improve")(improve.improve)
+app.add_typer(cycle.cycle_app, name="cycle")
 
 
 def main() -> None:

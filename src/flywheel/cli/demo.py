@@ -1,22 +1,246 @@
-"""``flywheel demo``: the main job on the embedded store."""
+"""``flywheel demo``: the whole loop on the embedded store, with the local student
+serving SIMULATED users on BFCL; ``flywheel example``: the SDK showcase."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import time
+from functools import partial
+from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
+from rich.table import Table
 
 from flywheel.cli.common import console, open_store, print_json, settings
 from flywheel.cli.data import render_stats
 
+DEMO_WORKLOAD = "bfcl-demo"
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _cycle_row(cycle: dict[str, Any], served_before: str | None) -> dict[str, Any]:
+    """One cycle as the demo reports it: the version serving after the cycle and
+    its accuracy on the held-out items, with a Wilson 95% CI."""
+    metrics = cycle["result"].get("metrics", {})
+    stages = {s["stage"]: s for s in cycle["stages"]}
+    evaluate = stages.get("evaluate", {}).get("outputs", {})
+    served = metrics.get("served_version") or served_before
+    accuracy = low = high = None
+    for e in evaluate.get("evaluations", []):
+        side = e["candidate"] if e["version"] == served else e["baseline"]
+        n = evaluate["items"]
+        accuracy = side["accuracy"]
+        low, high = _wilson(round(accuracy * n), n)
+        if e["version"] == served:
+            break
+    improvement = metrics.get("improvement") or {}
+    return {
+        "cycle": cycle["number"],
+        "outcome": cycle["result"].get("outcome"),
+        "served_version": served,
+        "accuracy": accuracy,
+        "ci_low": low,
+        "ci_high": high,
+        "held_out_items": evaluate.get("items"),
+        "baseline_accuracy": (improvement.get("accuracy") or [None])[0],
+        "gain_ci95": improvement.get("ci95"),
+        "cost_per_task": (metrics.get("live") or {}).get("cost_per_task"),
+        "signal_density": metrics.get("signal_density"),
+        "examples": metrics.get("examples"),
+        "cycle_seconds": metrics.get("cycle_seconds"),
+        "stage_seconds": metrics.get("stage_seconds"),
+        "bottleneck": metrics.get("bottleneck"),
+    }
+
 
 def demo(
+    cycles: Annotated[int, typer.Option(min=1, help="Flywheel cycles to run.")] = 2,
+    tasks: Annotated[int, typer.Option(min=10, help="Simulated requests served before each cycle.")] = 150,
+    categories: Annotated[
+        str, typer.Option(help="BFCL categories, comma-separated (any single- or multi-turn one).")
+    ] = "simple_python,multiple",
+    seed: Annotated[int, typer.Option(help="Seed of the traffic and the simulated users.")] = 0,
+    budget_minutes: Annotated[
+        float, typer.Option(min=1, help="Start no new cycle after this many minutes.")
+    ] = 30.0,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The whole flywheel on the embedded store: the local student serves SIMULATED
+    users on BFCL, then each cycle curates, improves, evaluates on held-out data,
+    canaries, watches and promotes or rolls back."""
+    import flywheel
+    from flywheel.agents.simulate import SimulatedUsers
+    from flywheel.agents.simulate import simulate as serve_traffic
+    from flywheel.cycle import CyclePolicy, get_cycle, run_cycle
+    from flywheel.cycle.runner import GateSettings, ensure_baseline
+    from flywheel.errors import InvalidInput
+    from flywheel.models.registry import load_model
+    from flywheel.workloads import load_categories
+
+    started = time.monotonic()
+    chosen = [c.strip() for c in categories.split(",") if c.strip()]
+    try:
+        items = load_categories(chosen, seed=seed)
+    except InvalidInput as exc:
+        raise typer.BadParameter(f"{exc.message}; {exc.hint}", param_hint="--categories") from exc
+    # This workload's gate: a few-shot prompt makes the student slower and costlier
+    # per task; the demo accepts up to 10x for a gain whose CI excludes zero.
+    policy = CyclePolicy(
+        base_config={"model": "local", "max_tokens": 192},
+        gate=GateSettings(max_latency_ratio=10, max_cost_ratio=10, max_error_rate_increase=0.05),
+        few_shot_k=3,
+        min_eval_items=10,
+        canary_share=0.3,
+        watch_min_tasks=15,
+        watch_seconds=600,
+    )
+    config = settings()
+    fw = flywheel.init(DEMO_WORKLOAD, settings=config.model_copy(update={"url": None}))
+    users = SimulatedUsers(correction_rate=0.5)
+
+    def model_for(agent_config):  # type: ignore[no-untyped-def]
+        return load_model(agent_config.model, adapter=agent_config.adapter)
+
+    err = console(stderr=True)
+    rows: list[dict[str, Any]] = []
+    with open_store() as store:
+        ensure_baseline(store, DEMO_WORKLOAD, policy.base_config, actor="demo")
+        served = None
+        with Progress(console=err, disable=json, transient=True) as bar:
+            for n in range(cycles):
+                if n and time.monotonic() - started > budget_minutes * 60:
+                    if not json:
+                        err.print(f"budget of {budget_minutes:g} minutes spent: no cycle {n + 1}")
+                    break
+                job = bar.add_task(f"cycle {n + 1}: the agent serves {tasks} simulated requests", total=tasks)
+                serve_traffic(
+                    fw,
+                    items,
+                    model_for,
+                    tasks=tasks,
+                    sessions=max(1, tasks // 2),
+                    seed=seed * 1000 + n,
+                    users=users,
+                    progress=partial(_advance, bar, job),
+                )
+                fw.flush(60)
+                bar.remove_task(job)
+                stage_job = bar.add_task(f"cycle {n + 1}", total=None)
+                live = {"served": 0}
+
+                def traffic(want: int, n: int = n, live: dict[str, int] = live) -> None:
+                    # the watch: live traffic keeps coming, the canary serves its share of it
+                    serve_traffic(
+                        fw,
+                        items,
+                        model_for,
+                        tasks=max(10, want),
+                        sessions=max(10, want),
+                        seed=seed * 1000 + 500 + n * 50 + live["served"],
+                        users=users,
+                    )
+                    live["served"] += 1
+                    fw.flush(60)
+
+                def progress(stage: str, text: str, stage_job: Any = stage_job, n: int = n) -> None:
+                    bar.update(stage_job, description=f"cycle {n + 1} · {stage}: {text}")
+
+                run = run_cycle(
+                    store, DEMO_WORKLOAD, policy, model_for=model_for, traffic=traffic, progress=progress
+                )
+                bar.remove_task(stage_job)
+                row = _cycle_row(get_cycle(store, run.id), served)
+                served = row["served_version"]
+                rows.append(row)
+                if not json:
+                    _print_row(row)
+    fw.close()
+    home = config.home
+    report = None
+    try:
+        from flywheel.web.report import write_report
+
+        with open_store() as store:
+            report = str(write_report(store, DEMO_WORKLOAD, home / "report"))
+    except ImportError:  # the web extra is not installed
+        pass
+    summary = {
+        "workload": DEMO_WORKLOAD,
+        "simulated": True,
+        "categories": chosen,
+        "cycles": rows,
+        "report": report,
+        "dashboard": f"http://{config.host}:{config.port}/ui/dashboard?workload={DEMO_WORKLOAD}",
+        "minutes": (time.monotonic() - started) / 60,
+    }
+    if json:
+        print_json(summary)
+        return
+    _print_table(rows)
+    out = console()
+    if report:
+        out.print(f"report: {report}")
+    out.print(f"dashboard: run 'flywheel serve', then open {summary['dashboard']}")
+
+
+def _advance(bar: Progress, job: TaskID, done: int) -> None:
+    bar.update(job, completed=done)
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    acc = f"{row['accuracy']:.1%}" if row["accuracy"] is not None else "not measured"
+    console(stderr=True).print(
+        f"cycle {row['cycle']}: {row['outcome']}; serving {row['served_version']} "
+        f"(held-out accuracy {acc}); {row['cycle_seconds']:.0f} s, bottleneck {row['bottleneck']}",
+        highlight=False,
+    )
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    table = Table(
+        "cycle",
+        "outcome",
+        "held-out accuracy [95% CI]",
+        "gain vs previous [95% CI]",
+        "signal / 1k tasks",
+        "cost / task",
+        "seconds",
+        title="cycle over cycle (simulated users, real local model)",
+    )
+    for r in rows:
+        acc = (
+            f"{r['accuracy']:.1%} [{r['ci_low']:.1%}, {r['ci_high']:.1%}]"
+            if r["accuracy"] is not None
+            else "-"
+        )
+        gain = f"[{r['gain_ci95'][0]:+.1%}, {r['gain_ci95'][1]:+.1%}]" if r["gain_ci95"] else "-"
+        table.add_row(
+            str(r["cycle"]),
+            r["outcome"] or "",
+            acc,
+            gain,
+            f"{r['signal_density']:.0f}" if r["signal_density"] is not None else "-",
+            f"${r['cost_per_task']:.6f}" if r["cost_per_task"] is not None else "-",
+            f"{r['cycle_seconds']:.0f}" if r["cycle_seconds"] is not None else "-",
+        )
+    console().print(table)
+
+
+def example(
     tasks: Annotated[int, typer.Option(min=1, help="Requests the example agent serves.")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed of the simulated traffic.")] = 0,
     json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Run the built-in example agent through the SDK into the embedded store, then show the stats."""
+    """The SDK showcase: an example support agent (no model needed) logs into the
+    embedded store; then the stats."""
     import flywheel
     from flywheel.agents.example import run_example_agent
 

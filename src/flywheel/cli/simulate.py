@@ -44,23 +44,19 @@ def simulate(
     import flywheel
     from flywheel.agents.simulate import SimulatedUsers
     from flywheel.agents.simulate import simulate as run
+    from flywheel.errors import InvalidInput
     from flywheel.models.registry import load_model
-    from flywheel.workloads.bfcl import SINGLE_TURN, WorkloadItem, load_bfcl, load_jsonl
-    from flywheel.workloads.bfcl_multi import MULTI_TURN, MultiTurnItem, load_multi_turn
+    from flywheel.workloads import load_categories
+    from flywheel.workloads.bfcl import WorkloadItem, load_jsonl
+    from flywheel.workloads.bfcl_multi import MultiTurnItem
 
     chosen = [c.strip() for c in categories.split(",") if c.strip()]
     items: list[WorkloadItem | MultiTurnItem] = []
     if workload == "bfcl":
-        single = [c for c in chosen if c in SINGLE_TURN]
-        multi = [c for c in chosen if c in MULTI_TURN]
-        unknown = sorted(set(chosen) - set(single) - set(multi))
-        if unknown:
-            raise typer.BadParameter(
-                f"unknown categories {unknown}; known: {', '.join(SINGLE_TURN + MULTI_TURN)}",
-                param_hint="--categories",
-            )
-        items.extend(load_bfcl(single, limit=per_category, seed=seed) if single else [])
-        items.extend(load_multi_turn(multi, limit=per_category, seed=seed) if multi else [])
+        try:
+            items = load_categories(chosen, per_category=per_category, seed=seed)
+        except InvalidInput as exc:
+            raise typer.BadParameter(f"{exc.message}; {exc.hint}", param_hint="--categories") from exc
         store_name = name or "bfcl"
     else:
         path = Path(workload)

@@ -21,8 +21,9 @@ __all__ = [
     "build_example",
     "dominant",
     "normalized_question",
-    "preference_examples",
     "near_duplicate_clusters",
+    "preference_examples",
+    "schema_problem",
     "split_of",
     "stratified_ranks",
     "weight",
@@ -204,7 +205,7 @@ def preference_examples(task: Task, rule: str) -> list[Example]:
     return out
 
 
-def _schema_valid(arguments: Any, schema: dict[str, Any]) -> str | None:
+def schema_problem(arguments: Any, schema: dict[str, Any]) -> str | None:
     """None when ``arguments`` satisfy ``schema``, else the first problem."""
     import jsonschema
 
@@ -244,7 +245,7 @@ def assess(example: Example, rules: RulesFile, now: datetime) -> dict[str, dict[
             for c in calls
             if (
                 problem := (None if c["name"] in offered else "not an offered tool")
-                or _schema_valid(c["arguments"], offered.get(c["name"], {}))
+                or schema_problem(c["arguments"], offered.get(c["name"], {}))
             )
         ]
         scores["accuracy"] = {

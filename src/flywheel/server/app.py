@@ -22,6 +22,8 @@ from flywheel.server import ingest, tasks
 from flywheel.server.auth import require
 from flywheel.server.schemas import EventBatch
 from flywheel.store import ApiKey, Store
+from flywheel.web import pages
+from flywheel.web.session import SessionSigner
 
 __all__ = ["check_bind", "create_app"]
 
@@ -37,6 +39,12 @@ class ServerMetrics:
             "flywheel_ingested_events",
             "Events received, by route and result",
             ["route", "result"],
+            registry=self.registry,
+        )
+        self.reviews = Counter(
+            "flywheel_review_actions",
+            "Review actions taken in the web pages",
+            ["action"],
             registry=self.registry,
         )
         self.pending = Gauge(
@@ -88,11 +96,14 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.settings = settings
     app.state.auth = settings.auth
     app.state.metrics = ServerMetrics()
+    app.state.signer = SessionSigner(settings)
 
     @app.exception_handler(FlywheelError)
-    async def _flywheel_error(request: Request, exc: FlywheelError) -> JSONResponse:
+    async def _flywheel_error(request: Request, exc: FlywheelError) -> Response:
         if exc.status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
+        if request.url.path.startswith("/ui/"):
+            return pages.html_error(request, exc)
         body: dict[str, Any] = {"type": type(exc).__name__, "message": exc.message}
         if exc.hint:
             body["hint"] = exc.hint
@@ -123,6 +134,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     app.include_router(ingest.router)
     app.include_router(tasks.router)
+    app.include_router(pages.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

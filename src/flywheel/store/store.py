@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, case, func, or_, select, update
+from sqlalchemy import Connection, Engine, Table, Text, and_, case, cast, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from flywheel.config import Settings
@@ -206,10 +206,16 @@ class Store(CurationQueries):
         finished: bool | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        rule: str | None = None,
+        feedback: str | None = None,
+        search: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[Task], str | None]:
-        """Newest first, ``limit`` at a time; returns the tasks and the next page's cursor."""
+        """Newest first, ``limit`` at a time; returns the tasks and the next page's cursor.
+
+        ``rule``: tasks a curation rule sent to review; ``feedback``: ``positive``,
+        ``negative`` or ``none``; ``search``: a substring of the input or output."""
         if not 1 <= limit <= 1000:
             raise InvalidInput(f"limit must be between 1 and 1000, not {limit}")
         c = t.tasks.c
@@ -229,6 +235,28 @@ class Store(CurationQueries):
             conditions.append(c.started_at >= since)
         if until is not None:
             conditions.append(c.started_at < until)
+        if rule is not None:
+            conditions.append(c.id.in_(select(t.review_items.c.task_id).where(t.review_items.c.rule == rule)))
+        if feedback is not None:
+            f = t.feedback.c
+            reactions = {
+                "positive": (f.thumbs == 1) | (f.rating >= 4),
+                "negative": (f.thumbs == -1) | (f.rating <= 2) | f.retried | f.abandoned,
+            }
+            if feedback == "none":
+                conditions.append(c.id.not_in(select(f.task_id)))
+            elif feedback in reactions:
+                conditions.append(c.id.in_(select(f.task_id).where(reactions[feedback])))
+            else:
+                raise InvalidInput(f"feedback must be positive, negative or none, not {feedback!r}")
+        if search:
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            conditions.append(
+                or_(
+                    cast(c.input, Text).ilike(pattern, escape="\\"),
+                    cast(c.output, Text).ilike(pattern, escape="\\"),
+                )
+            )
         if cursor:
             at, task_id = _decode_cursor(cursor)
             conditions.append(or_(c.started_at < at, and_(c.started_at == at, c.id < task_id)))
@@ -349,6 +377,17 @@ class Store(CurationQueries):
                 conn.execute(update(t.api_keys).where(c.id == key.id).values(revoked_at=key.revoked_at))
                 self._audit(conn, actor, "key.revoke", "api_key", key.id, {})
         return key
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        """The active key with this id, or None."""
+        c = t.api_keys.c
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(t.api_keys).where(c.id == key_id, c.revoked_at.is_(None)))
+                .mappings()
+                .first()
+            )
+        return _key(row) if row else None
 
     def find_key(self, secret: str) -> ApiKey | None:
         """The active key with this secret, or None."""

@@ -294,3 +294,55 @@ eval_judgements = Table(
     Column("score", Float, nullable=False),
     Column("created_at", Time, nullable=False),
 )
+
+# ------------------------------------------------------------------ cycle
+
+cycles = Table(
+    "cycles",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("workload", String(200), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("status", String(20), nullable=False),  # running, waiting, succeeded, failed
+    Column("trigger", String(40), nullable=False),  # manual, schedule, volume, degradation
+    Column("policy", Json, nullable=False),  # the cycle's settings, fixed at its start
+    Column("result", Json, nullable=False),  # outcome and velocity metrics
+    Column("started_at", Time, nullable=False),
+    Column("finished_at", Time),
+    Index(None, "workload", "number", unique=True),
+)
+
+cycle_stages = Table(
+    "cycle_stages",
+    metadata,
+    Column("cycle_id", ID, primary_key=True),
+    Column("stage", String(40), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("status", String(20), nullable=False),  # running, done, failed, skipped
+    Column("inputs", Json, nullable=False),
+    Column("outputs", Json, nullable=False),  # the checkpoint a resumed cycle starts from
+    Column("error", Text),
+    Column("started_at", Time, nullable=False),
+    Column("finished_at", Time),
+)
+
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("acquired_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False),  # a crashed holder's lease runs out
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("workload", String(200), nullable=False),
+    Column("metric", String(100), nullable=False),
+    Column("details", Json, nullable=False),
+    Column("detected_at", Time, nullable=False),
+    Column("cycle_id", ID),  # the cycle it triggered, if any
+    Index(None, "workload", "detected_at"),
+)

@@ -1,0 +1,195 @@
+"""``flywheel cycle``: run, schedule and inspect flywheel cycles."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from flywheel.cli.common import console, open_store, print_json
+
+cycle_app = typer.Typer(help="Flywheel cycles: run, schedule, list, show.", no_args_is_help=True)
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+PolicyFile = Annotated[
+    Path | None, typer.Option("--policy", help="Cycle policy file (YAML or TOML); default: built-in.")
+]
+
+
+def _policy(path: Path | None) -> Any:
+    from flywheel.cycle import CyclePolicy
+
+    return CyclePolicy.load(path) if path else CyclePolicy()
+
+
+def _brief(row: dict[str, Any]) -> dict[str, Any]:
+    metrics = row["result"].get("metrics", {})
+    improvement = metrics.get("improvement") or {}
+    return {
+        "id": row["id"],
+        "workload": row["workload"],
+        "number": row["number"],
+        "status": row["status"],
+        "trigger": row["trigger"],
+        "outcome": row["result"].get("outcome"),
+        "started_at": row["started_at"].isoformat(),
+        "cycle_seconds": metrics.get("cycle_seconds"),
+        "bottleneck": metrics.get("bottleneck"),
+        "signal_density": metrics.get("signal_density"),
+        "accuracy": improvement.get("accuracy"),
+        "ci95": improvement.get("ci95"),
+        "served_version": metrics.get("served_version"),
+    }
+
+
+def _run_once(workload: str, policy: Any, trigger: str, json: bool) -> dict[str, Any]:
+    from flywheel.cycle import get_cycle, run_cycle
+
+    err = console(stderr=True)
+
+    def progress(stage: str, text: str) -> None:
+        if not json:
+            err.print(f"[dim]{stage}:[/dim] {text}", highlight=False, markup=True)
+
+    with open_store() as store:
+        run = run_cycle(store, workload, policy, trigger=trigger, progress=progress)
+        return _brief(get_cycle(store, run.id))
+
+
+def run(
+    workload: Annotated[str, typer.Option(help="The workload.")],
+    policy: PolicyFile = None,
+    json: Json = False,
+) -> None:
+    """Run one cycle (or resume the workload's unfinished one): curate, review, improve,
+    evaluate, canary, watch, then promote or roll back."""
+    brief = _run_once(workload, _policy(policy), "manual", json)
+    if json:
+        print_json(brief)
+        return
+    _print_brief(brief)
+
+
+def _print_brief(b: dict[str, Any]) -> None:
+    out = console()
+    out.print(f"cycle {b['workload']}#{b['number']} {b['status']}: {b['outcome']}", highlight=False)
+    if b["accuracy"]:
+        (base, cand), (low, high) = b["accuracy"], b["ci95"]
+        out.print(f"held-out accuracy {base:.1%} -> {cand:.1%} (gain 95% CI [{low:+.1%}, {high:+.1%}])")
+    if b["cycle_seconds"] is not None:
+        out.print(
+            f"took {b['cycle_seconds']:.0f} s; bottleneck: {b['bottleneck']}; serving {b['served_version']}"
+        )
+
+
+cycle_app.command("run")(run)
+
+
+@cycle_app.command("schedule")
+def schedule(
+    workload: Annotated[str, typer.Option(help="The workload.")],
+    every: Annotated[
+        float, typer.Option(min=0, help="Start a cycle every this many minutes (0: never).")
+    ] = 60.0,
+    min_new_tasks: Annotated[
+        int, typer.Option(min=0, help="Also start one when this many new tasks arrived (0: off).")
+    ] = 0,
+    on_degradation: Annotated[
+        bool, typer.Option(help="Also start one when degradation detection raises an alert.")
+    ] = True,
+    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between checks.")] = 30.0,
+    max_cycles: Annotated[int | None, typer.Option(min=1, help="Stop after this many cycles.")] = None,
+    policy: PolicyFile = None,
+    json: Json = False,
+) -> None:
+    """Run cycles on a schedule, on a volume of new signal, or on degradation, until stopped."""
+    from flywheel.cycle.schedule import due
+
+    chosen = _policy(policy)
+    ran = 0
+    last_start = 0.0
+    err = console(stderr=True)
+    while max_cycles is None or ran < max_cycles:
+        with open_store() as store:
+            trigger = due(
+                store,
+                workload,
+                every_seconds=every * 60,
+                last_start=last_start,
+                min_new_tasks=min_new_tasks,
+                on_degradation=on_degradation,
+            )
+        if trigger is None:
+            time.sleep(poll)
+            continue
+        last_start = time.monotonic()
+        if not json:
+            err.print(f"starting a cycle of {workload} ({trigger})")
+        brief = _run_once(workload, chosen, trigger, json)
+        ran += 1
+        if json:
+            print_json(brief)
+        else:
+            _print_brief(brief)
+
+
+@cycle_app.command("list")
+def list_(
+    workload: Annotated[str | None, typer.Option(help="Only this workload.")] = None, json: Json = False
+) -> None:
+    """Cycles, oldest first."""
+    from flywheel.cycle import list_cycles
+
+    with open_store() as store:
+        rows = [_brief(r) for r in list_cycles(store, workload)]
+    if json:
+        print_json(rows)
+        return
+    table = Table("cycle", "status", "outcome", "trigger", "seconds", "bottleneck", "density", "accuracy")
+    for r in rows:
+        acc = r["accuracy"]
+        table.add_row(
+            f"{r['workload']}#{r['number']}",
+            r["status"],
+            r["outcome"] or "",
+            r["trigger"],
+            f"{r['cycle_seconds']:.0f}" if r["cycle_seconds"] is not None else "",
+            r["bottleneck"] or "",
+            f"{r['signal_density']:.0f}" if r["signal_density"] is not None else "",
+            f"{acc[0]:.1%} -> {acc[1]:.1%}" if acc else "",
+        )
+    console().print(table)
+
+
+@cycle_app.command("show")
+def show(cycle: Annotated[str, typer.Argument(help="Cycle id or WORKLOAD#N.")], json: Json = False) -> None:
+    """A cycle's stages with their timings, outputs and errors."""
+    from flywheel.cycle import get_cycle
+
+    with open_store() as store:
+        row = get_cycle(store, cycle)
+    if json:
+        row["stages"] = [
+            {
+                **s,
+                "started_at": s["started_at"].isoformat(),
+                "finished_at": s["finished_at"] and s["finished_at"].isoformat(),
+            }
+            for s in row["stages"]
+        ]
+        row["started_at"] = row["started_at"].isoformat()
+        row["finished_at"] = row["finished_at"] and row["finished_at"].isoformat()
+        print_json(row)
+        return
+    _print_brief(_brief(row))
+    table = Table("stage", "status", "seconds", "outputs / error")
+    for s in row["stages"]:
+        took = (s["finished_at"] - s["started_at"]).total_seconds() if s["finished_at"] else None
+        summary = s["error"] or ", ".join(
+            f"{k}={v}" for k, v in s["outputs"].items() if not isinstance(v, list | dict)
+        )
+        table.add_row(s["stage"], s["status"], f"{took:.1f}" if took is not None else "", summary[:100])
+    console().print(table, markup=False, highlight=False)
