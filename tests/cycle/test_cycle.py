@@ -182,7 +182,9 @@ def test_one_cycle_per_workload_at_a_time(store):
     try:
         with pytest.raises(Conflict, match="cycle:bfcl is held by"):
             run_cycle(store, "bfcl", CyclePolicy())
-        assert StoreLock(store, "cycle:other", ttl=30).try_acquire()  # other workloads are free
+        other = StoreLock(store, "cycle:other", ttl=30)
+        assert other.try_acquire()  # other workloads are free
+        other.release()
     finally:
         held.release()
     assert lock_holder(store, "cycle:bfcl") is None

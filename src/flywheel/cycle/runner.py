@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,6 +147,10 @@ class _Wait(Exception):
     """A stage cannot finish yet (pending reviews): the cycle pauses."""
 
 
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _default_model_for(config: AgentConfig) -> ChatModel:
     from flywheel.models.registry import load_model
 
@@ -178,7 +182,7 @@ def _baseline(ctx: _Context) -> dict[str, Any]:
 
 def _cutoff(ctx: _Context) -> dict[str, Any]:
     previous = ctx.store.latest_dataset(ctx.workload)
-    since = previous["cutoff"] if previous else None
+    since = _aware(previous["cutoff"]) if previous and previous["cutoff"] else None
     cutoff = utcnow()
     c = t.tasks.c
     query = (
@@ -198,7 +202,7 @@ def _cutoff(ctx: _Context) -> dict[str, Any]:
 def _curate(ctx: _Context) -> dict[str, Any]:
     cutoff = datetime.fromisoformat(ctx.outputs["cutoff"]["cutoff"])
     latest = ctx.store.latest_dataset(ctx.workload)
-    if latest and latest["cutoff"] and abs((latest["cutoff"] - cutoff).total_seconds()) < 1e-3:
+    if latest and latest["cutoff"] and abs((_aware(latest["cutoff"]) - cutoff).total_seconds()) < 1e-3:
         data = latest  # this cycle's curation finished before a crash: reuse it
     else:
         path = ctx.policy.rules
@@ -465,10 +469,12 @@ def _finish(store: Store, cycle_id: str, status: str, result: dict[str, Any]) ->
 
 
 def _outcome(outputs: dict[str, dict[str, Any]]) -> str:
+    """promoted, rolled_back (the canary regressed live), gate_failed (candidates
+    were measured and none passed the gate) or no_candidate (none to measure)."""
     decided = outputs.get("decide", {}).get("action")
     if decided in ("promote", "rollback"):
         return "promoted" if decided == "promote" else "rolled_back"
-    return "no_candidate"
+    return "gate_failed" if outputs.get("evaluate", {}).get("evaluations") else "no_candidate"
 
 
 def run_cycle(

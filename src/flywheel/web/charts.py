@@ -11,8 +11,8 @@ from flywheel.store import Store
 __all__ = ["dashboard_data", "specs"]
 
 _OUTCOME_COLORS = {
-    "domain": ["promoted", "rolled_back", "no_candidate", "waiting", "failed"],
-    "range": ["#2e7d32", "#c62828", "#9e9e9e", "#f9a825", "#6a1b9a"],
+    "domain": ["promoted", "rolled_back", "gate_failed", "no_candidate", "waiting", "failed"],
+    "range": ["#2e7d32", "#c62828", "#ef6c00", "#9e9e9e", "#f9a825", "#6a1b9a"],
 }
 
 
@@ -97,7 +97,7 @@ def _line(title: str, field: str, fmt: str, rows: list[dict[str, Any]], y_title:
             },
         ],
         "encoding": {
-            "x": {"field": "cycle", "type": "ordinal", "title": "cycle"},
+            "x": {"field": "cycle", "type": "ordinal", "title": "cycle", "axis": {"labelAngle": 0}},
             "y": {"field": field, "type": "quantitative", "title": y_title, "axis": {"format": fmt}},
         },
     }
@@ -129,7 +129,7 @@ def specs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "data": {"values": accuracy_rows},
             "mark": {"type": "line", "point": {"filled": True, "size": 80}},
             "encoding": {
-                "x": {"field": "cycle", "type": "ordinal"},
+                "x": {"field": "cycle", "type": "ordinal", "axis": {"labelAngle": 0}},
                 "y": {"field": "accuracy", "type": "quantitative", "axis": {"format": ".0%"}},
                 "color": {"field": "version", "type": "nominal", "title": "version"},
                 "tooltip": [
@@ -185,7 +185,7 @@ def specs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
                     "encoding": {"y": {"datum": 0}},
                 },
             ],
-            "encoding": {"x": {"field": "cycle", "type": "ordinal"}},
+            "encoding": {"x": {"field": "cycle", "type": "ordinal", "axis": {"labelAngle": 0}}},
         },
         "stages": {
             "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
@@ -195,7 +195,7 @@ def specs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "data": {"values": data["stages"]},
             "mark": {"type": "bar"},
             "encoding": {
-                "x": {"field": "cycle", "type": "ordinal"},
+                "x": {"field": "cycle", "type": "ordinal", "axis": {"labelAngle": 0}},
                 "y": {"field": "seconds", "type": "quantitative", "stack": "zero", "title": "seconds"},
                 "color": {"field": "stage", "type": "nominal"},
                 "stroke": {

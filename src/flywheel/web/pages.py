@@ -345,7 +345,7 @@ async def review_action(request: Request, task_id: str) -> Response:
     store = request.app.state.store
     action = form.get("action", "")
     task = store.get_task(task_id)
-    queue = form.get("queue") or None
+    queue = form.get("queue")  # "" is the queue of every workload
     try:
         payload = _payload(action, form, task)
         outcome = review(

@@ -1,5 +1,6 @@
 // Draws the dashboard's Vega-Lite charts (specs and data come from the page as
-// JSON, never as code). The expression interpreter keeps it CSP-safe: no eval.
+// JSON, never as code). ast: true makes vega-embed use Vega's expression
+// interpreter, which keeps it CSP-safe: no eval.
 (function () {
   "use strict";
   var specs = JSON.parse(document.getElementById("chart-specs").textContent);
@@ -7,7 +8,7 @@
   var drawn = 0;
   figures.forEach(function (figure) {
     var spec = specs[figure.dataset.chart];
-    vegaEmbed(figure, spec, { actions: false, ast: true, expr: vega.expressionInterpreter, renderer: "svg" })
+    vegaEmbed(figure, spec, { actions: false, ast: true, renderer: "svg" })
       .then(function () {
         drawn += 1;
         if (drawn === figures.length) document.body.dataset.chartsReady = String(drawn);
