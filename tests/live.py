@@ -14,7 +14,10 @@ from tests.conftest import free_port
 
 
 class LiveServer:
-    def __init__(self, database_url: str, home: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, database_url: str, home: Path, *, port: int | None = None, args: tuple[str, ...] = ()
+    ) -> None:
+        self.args = args
         self.database_url = database_url
         self.home = home
         self.port = port or free_port()
@@ -33,7 +36,7 @@ class LiveServer:
         env.pop("FLYWHEEL_URL", None)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "flywheel.cli", "serve"],
+                [sys.executable, "-m", "flywheel.cli", "serve", *self.args],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

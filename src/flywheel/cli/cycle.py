@@ -193,3 +193,28 @@ def show(cycle: Annotated[str, typer.Argument(help="Cycle id or WORKLOAD#N.")], 
         )
         table.add_row(s["stage"], s["status"], f"{took:.1f}" if took is not None else "", summary[:100])
     console().print(table, markup=False, highlight=False)
+
+
+def report(
+    workload: Annotated[str, typer.Option(help="The workload.")],
+    out: Annotated[Path, typer.Option(help="Folder to write index.html and the PNG charts into.")] = Path(
+        "flywheel-report"
+    ),
+    png: Annotated[bool, typer.Option(help="Also write a PNG per chart.")] = True,
+    json: Json = False,
+) -> None:
+    """The dashboard as a static HTML file (and PNG charts) for sharing."""
+    from flywheel.cycle import list_cycles
+    from flywheel.web.report import write_report
+
+    with open_store() as store:
+        if not list_cycles(store, workload):
+            from flywheel.errors import NotFound
+
+            raise NotFound(f"workload {workload!r} has no cycle yet", hint="run 'flywheel cycle run' first")
+        path = write_report(store, workload, out, png=png)
+    files = sorted(str(p) for p in out.iterdir())
+    if json:
+        print_json({"report": str(path), "files": files})
+        return
+    console().print(f"report: {path} ({len(files)} files in {out})")

@@ -44,7 +44,15 @@ def serve(
     if workers == 1:
         uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning")
     else:
-        # Workers build their own app from the environment.
+        # Workers build their own app from the environment. Each writes its
+        # Prometheus series to a file in a fresh folder; a scrape sums them.
+        import shutil
+        from pathlib import Path
+
+        metrics_dir = Path(config.home).resolve() / f"prometheus-{config.port}"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
         os.environ.update(
             FLYWHEEL_HOST=config.host, FLYWHEEL_PORT=str(config.port), FLYWHEEL_AUTH=str(config.auth).lower()
         )

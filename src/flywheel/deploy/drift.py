@@ -14,6 +14,7 @@ alarm rate and the detection delay are measured by ``bench/drift.py``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from statistics import fmean, pstdev
@@ -26,40 +27,54 @@ from flywheel.records import new_id, utcnow
 from flywheel.store import Store
 from flywheel.store import tables as t
 
-__all__ = ["DriftPolicy", "cusum_bernoulli", "cusum_normal", "detect", "open_alerts"]
+__all__ = ["DriftPolicy", "cusum_bernoulli", "cusum_normal", "detect", "open_alerts", "reference_rate"]
 
 
 @dataclass
 class DriftPolicy:
-    reference: int = 200  # tasks that set the normal rates
+    reference: int = 500  # tasks that set the normal rates
     shift: float = 0.15  # the rate increase (absolute) the test is tuned to catch
-    threshold: float = 6.0  # CUSUM decision limit: higher, fewer false alarms, later detection
+    threshold: float = 10.0  # CUSUM decision limit: higher, fewer false alarms, later detection
     latency_shift: float = 1.0  # standard deviations of log latency
     latency_threshold: float = 8.0
 
 
-def cusum_bernoulli(xs: list[bool], p0: float, shift: float, threshold: float) -> int | None:
-    """Index of the first alarm for an upward shift of the rate from ``p0``, or None."""
+def reference_rate(values: list[bool]) -> float:
+    """The normal rate from the reference tasks, one standard error up: an estimate
+    from a few hundred tasks is noisy, and a low one would raise false alarms."""
+    p = fmean(values)
+    return p + math.sqrt(max(p * (1 - p), 1e-4) / len(values))
+
+
+def _cusum(increments: Iterable[float], threshold: float) -> tuple[int | None, int]:
+    """(index of the first alarm or None, index where the statistic last left zero:
+    the estimated change point)."""
+    s, onset = 0.0, 0
+    for i, step in enumerate(increments):
+        if s == 0.0:
+            onset = i
+        s = max(0.0, s + step)
+        if s > threshold:
+            return i, onset
+    return None, onset
+
+
+def _bernoulli_steps(xs: list[bool], p0: float, shift: float) -> list[float]:
     p0 = min(max(p0, 0.01), 0.98)
     p1 = min(p0 + shift, 0.99)
     up, down = math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
-    s = 0.0
-    for i, x in enumerate(xs):
-        s = max(0.0, s + (up if x else down))
-        if s > threshold:
-            return i
-    return None
+    return [up if x else down for x in xs]
+
+
+def cusum_bernoulli(xs: list[bool], p0: float, shift: float, threshold: float) -> int | None:
+    """Index of the first alarm for an upward shift of the rate from ``p0``, or None."""
+    return _cusum(_bernoulli_steps(xs, p0, shift), threshold)[0]
 
 
 def cusum_normal(xs: list[float], mean: float, sd: float, shift: float, threshold: float) -> int | None:
     """Index of the first alarm for an upward shift of ``shift`` standard deviations."""
     sd = sd or 1e-9
-    s = 0.0
-    for i, x in enumerate(xs):
-        s = max(0.0, s + (x - mean) / sd - shift / 2)
-        if s > threshold:
-            return i
-    return None
+    return _cusum(((x - mean) / sd - shift / 2 for x in xs), threshold)[0]
 
 
 def _series(store: Store, workload: str, since: datetime | None) -> list[dict[str, Any]]:
@@ -101,34 +116,32 @@ def detect(
         ("negative_feedback", lambda r: bool(r["negative"])),
         ("tool_error", lambda r: bool(r["tool_error"])),
     ):
-        p0 = fmean(value(r) for r in ref)
-        at = cusum_bernoulli([value(r) for r in live], p0, policy.shift, policy.threshold)
+        p0 = reference_rate([value(r) for r in ref])
+        values = [value(r) for r in live]
+        at, onset = _cusum(_bernoulli_steps(values, p0, policy.shift), policy.threshold)
         if at is not None:
-            recent = live[max(0, at - policy.reference // 2) : at + 1]
             found.append(
                 {
                     "metric": metric,
                     "reference_rate": p0,
-                    "recent_rate": fmean(value(r) for r in recent),
+                    "recent_rate": fmean(values[onset:]),  # since the estimated change point
+                    "change_point_task_id": live[onset]["id"],
                     "task_id": live[at]["id"],
                     "at": live[at]["started_at"].isoformat(),
                     "tasks_after_reference": at + 1,
                 }
             )
     seconds = [math.log(max(r["duration_ms"] or 0, 1.0)) for r in ref]
-    at = cusum_normal(
-        [math.log(max(r["duration_ms"] or 0, 1.0)) for r in live],
-        fmean(seconds),
-        pstdev(seconds),
-        policy.latency_shift,
-        policy.latency_threshold,
-    )
+    mean, sd = fmean(seconds), max(pstdev(seconds), 0.05)  # a floor: constant latencies are not news
+    logs = [math.log(max(r["duration_ms"] or 0, 1.0)) for r in live]
+    at, onset = _cusum(((x - mean) / sd - policy.latency_shift / 2 for x in logs), policy.latency_threshold)
     if at is not None:
         found.append(
             {
                 "metric": "latency",
-                "reference_rate": math.exp(fmean(seconds)) / 1000,
-                "recent_rate": fmean((r["duration_ms"] or 0) for r in live[max(0, at - 50) : at + 1]) / 1000,
+                "reference_rate": math.exp(mean) / 1000,  # geometric mean seconds
+                "recent_rate": math.exp(fmean(logs[onset:])) / 1000,
+                "change_point_task_id": live[onset]["id"],
                 "task_id": live[at]["id"],
                 "at": live[at]["started_at"].isoformat(),
                 "tasks_after_reference": at + 1,

@@ -103,9 +103,8 @@ def parse_calls(text: str) -> list[dict[str, Any]]:
     return calls
 
 
-def salvage_calls(text: str) -> list[dict[str, Any]]:
-    """The complete calls at the start of a list that was cut off (a small model
-    that keeps repeating itself until ``max_tokens``), exact repeats dropped."""
+def complete_calls(text: str) -> list[dict[str, Any]]:
+    """Every complete call at the start of a list that may be cut off, repeats kept."""
     decoder = json.JSONDecoder()
     calls: list[dict[str, Any]] = []
     index = text.find("[") + 1
@@ -117,7 +116,15 @@ def salvage_calls(text: str) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break
         if isinstance(item, dict) and isinstance(item.get("name"), str):
-            call = {"name": item["name"], "arguments": item.get("arguments") or {}}
-            if call not in calls:
-                calls.append(call)
+            calls.append({"name": item["name"], "arguments": item.get("arguments") or {}})
+    return calls
+
+
+def salvage_calls(text: str) -> list[dict[str, Any]]:
+    """The complete calls at the start of a list that was cut off (a small model
+    that keeps repeating itself until ``max_tokens``), exact repeats dropped."""
+    calls: list[dict[str, Any]] = []
+    for call in complete_calls(text):
+        if call not in calls:
+            calls.append(call)
     return calls

@@ -24,6 +24,7 @@ from flywheel.errors import ConfigError
 from flywheel.models.base import (
     ChatRequest,
     ChatResult,
+    complete_calls,
     confidence_from_logprobs,
     parse_calls,
     salvage_calls,
@@ -247,6 +248,23 @@ class _TokenLogprobs:
         return scores
 
 
+class _RepeatStop:
+    """Stops generation once the model repeats a call it already made: a small
+    model given examples tends to loop over the same call until ``max_tokens``,
+    which costs seconds and adds nothing (repeats are dropped anyway)."""
+
+    def __init__(self, llama: Any, prompt_tokens: int) -> None:
+        self.llama = llama
+        self.start = max(0, prompt_tokens - 1)
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        text = self.llama.detokenize(list(input_ids[self.start :])).decode("utf-8", errors="ignore")
+        if not text.rstrip().endswith("}"):
+            return False
+        calls = complete_calls(text)
+        return len(calls) > 1 and calls[-1] in calls[:-1]
+
+
 class LocalModel:
     """The student (or any GGUF) in llama.cpp, with an optional LoRA adapter."""
 
@@ -297,9 +315,12 @@ class LocalModel:
     def complete(self, request: ChatRequest) -> ChatResult:
         from llama_cpp import LogitsProcessorList
 
+        from llama_cpp import StoppingCriteriaList
+
         llama = self.llama
         prompt = build_prompt(request)
         confidence = _TokenLogprobs()
+        prompt_tokens = len(llama.tokenize(prompt.encode("utf-8")))
         started, cpu_started = time.perf_counter(), time.process_time()
         try:
             with _generate_lock:
@@ -311,6 +332,7 @@ class LocalModel:
                     seed=0,
                     grammar=self._grammar(request.tools),
                     logits_processor=LogitsProcessorList([confidence]),
+                    stopping_criteria=StoppingCriteriaList([_RepeatStop(llama, prompt_tokens)]),
                 )
         except ValueError as exc:  # e.g. the prompt does not fit the context
             return ChatResult([], "", self.name, 0, 0, time.perf_counter() - started, None, str(exc))

@@ -12,14 +12,15 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from flywheel import __version__
 from flywheel.config import Settings
 from flywheel.errors import ConfigError, FlywheelError
-from flywheel.ingest import Ingestor, IngestResult
+from flywheel.ingest import Ingestor
 from flywheel.server import ingest, tasks
 from flywheel.server.auth import require
+from flywheel.server.metrics import ServerMetrics, StoreCollector
 from flywheel.server.schemas import EventBatch
 from flywheel.store import ApiKey, Store
 from flywheel.web import pages
@@ -28,33 +29,6 @@ from flywheel.web.session import SessionSigner
 __all__ = ["check_bind", "create_app"]
 
 log = logging.getLogger(__name__)
-
-
-class ServerMetrics:
-    """Prometheus series of one server process."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.events = Counter(
-            "flywheel_ingested_events",
-            "Events received, by route and result",
-            ["route", "result"],
-            registry=self.registry,
-        )
-        self.reviews = Counter(
-            "flywheel_review_actions",
-            "Review actions taken in the web pages",
-            ["action"],
-            registry=self.registry,
-        )
-        self.pending = Gauge(
-            "flywheel_writer_pending_rows", "Rows waiting for the group commit", registry=self.registry
-        )
-
-    def record_ingest(self, route: str, result: IngestResult) -> None:
-        self.events.labels(route, "stored").inc(result.stored)
-        self.events.labels(route, "duplicate").inc(result.duplicates)
-        self.events.labels(route, "rejected").inc(len(result.rejected))
 
 
 def check_bind(host: str, auth: bool) -> None:
@@ -81,6 +55,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = store or Store.open(settings)
+        app.state.metrics.store_collector = StoreCollector(app.state.store)
         app.state.ingestor = Ingestor(app.state.store, settings, group_commit=True)
         yield
         app.state.ingestor.close()
@@ -130,7 +105,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     def metrics(request: Request, key: Annotated[ApiKey, Depends(require("ingest", "review"))]) -> Response:
         state = request.app.state
         state.metrics.pending.set(state.ingestor.writer.pending_rows)
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(ingest.router)
     app.include_router(tasks.router)
