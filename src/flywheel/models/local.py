@@ -313,9 +313,7 @@ class LocalModel:
         return self._grammars[schema]
 
     def complete(self, request: ChatRequest) -> ChatResult:
-        from llama_cpp import LogitsProcessorList
-
-        from llama_cpp import StoppingCriteriaList
+        from llama_cpp import LogitsProcessorList, StoppingCriteriaList
 
         llama = self.llama
         prompt = build_prompt(request)
