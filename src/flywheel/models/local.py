@@ -259,8 +259,6 @@ class _RepeatStop:
 
     def __call__(self, input_ids: Any, logits: Any) -> bool:
         text = self.llama.detokenize(list(input_ids[self.start :])).decode("utf-8", errors="ignore")
-        if not text.rstrip().endswith("}"):
-            return False
         calls = complete_calls(text)
         return len(calls) > 1 and calls[-1] in calls[:-1]
 

@@ -56,6 +56,7 @@ tasks = Table(
     Index(None, "session_id"),
     Index(None, "ingested_at"),
     Index(None, "workload", "ingested_at", "id"),
+    Index(None, "started_at", "id"),  # the task browser's newest-first pages, unfiltered
 )
 
 steps = Table(

@@ -1,4 +1,4 @@
-"""cycles, their stages, store locks and degradation alerts
+"""cycles, their stages, store locks, degradation alerts; tasks by start time
 
 Revision ID: 0006
 Revises: 0005
@@ -24,6 +24,9 @@ def _json() -> sa.types.TypeEngine:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_tasks_started_at_id"), ["started_at", "id"], unique=False)
+
     op.create_table(
         "cycles",
         sa.Column("id", sa.String(length=200), nullable=False),
@@ -86,3 +89,5 @@ def downgrade() -> None:
     with op.batch_alter_table("cycles", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_cycles_workload_number"))
     op.drop_table("cycles")
+    with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_tasks_started_at_id"))
