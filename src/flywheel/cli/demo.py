@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -63,7 +64,7 @@ def _cycle_row(cycle: dict[str, Any], served_before: str | None) -> dict[str, An
 
 def demo(
     cycles: Annotated[int, typer.Option(min=1, help="Flywheel cycles to run.")] = 2,
-    tasks: Annotated[int, typer.Option(min=10, help="Simulated requests served before each cycle.")] = 150,
+    tasks: Annotated[int, typer.Option(min=10, help="Simulated requests served before each cycle.")] = 200,
     categories: Annotated[
         str, typer.Option(help="BFCL categories, comma-separated (any single- or multi-turn one).")
     ] = "simple_python,multiple",
@@ -91,9 +92,21 @@ def demo(
         items = load_categories(chosen, seed=seed)
     except InvalidInput as exc:
         raise typer.BadParameter(f"{exc.message}; {exc.hint}", param_hint="--categories") from exc
+    config = settings()
+    # The demo's curation rules: the built-in ones with a larger held-out split
+    # (a few hundred tasks per cycle must give enough items for a paired CI),
+    # written where the user can read them.
+    from flywheel.curate import DEFAULT_RULES
+
+    rules = Path(config.home) / "demo-rules.yaml"
+    rules.parent.mkdir(parents=True, exist_ok=True)
+    rules.write_text(
+        DEFAULT_RULES.replace("splits: {eval: 0.2, few_shot: 0.1", "splits: {eval: 0.35, few_shot: 0.15")
+    )
     # This workload's gate: a few-shot prompt makes the student slower and costlier
     # per task; the demo accepts up to 10x for a gain whose CI excludes zero.
     policy = CyclePolicy(
+        rules=str(rules),
         base_config={"model": "local", "max_tokens": 192},
         gate=GateSettings(max_latency_ratio=10, max_cost_ratio=10, max_error_rate_increase=0.05),
         few_shot_k=3,
@@ -102,7 +115,6 @@ def demo(
         watch_min_tasks=15,
         watch_seconds=600,
     )
-    config = settings()
     fw = flywheel.init(DEMO_WORKLOAD, settings=config.model_copy(update={"url": None}))
     users = SimulatedUsers(correction_rate=0.5)
 
