@@ -234,3 +234,20 @@ def test_llm_judge_in_evaluation_is_cached(store, dataset_id):
     count = len(asked)
     judge_scores(store, right.id, items, b, judge)
     assert len(asked) == count  # cached
+
+
+def test_a_latency_slo_and_cost_ceiling_replace_the_ratios():
+    comparison = {
+        "ci95": [0.05, 0.3],
+        "baseline": {"error_rate": 0.0, "seconds_per_task": 0.2, "cost_per_task": 1e-5},
+        "candidate": {"error_rate": 0.0, "seconds_per_task": 3.0, "cost_per_task": 1e-4},
+    }
+    assert gate(comparison)["promote"] is False  # 15x slower, 10x costlier than the baseline
+    slo = GatePolicy(max_seconds_per_task=4.0, max_cost_per_task=5e-4)
+    decision = gate(comparison, slo)
+    assert decision["promote"] is True
+    assert [c["check"] for c in decision["checks"]][2:] == [
+        "3.00 s per task (budget 4.0 s)",
+        "$0.000100 per task (budget $0.0005)",
+    ]
+    assert gate(comparison, GatePolicy(max_seconds_per_task=2.0))["promote"] is False

@@ -68,3 +68,39 @@ def test_a_missing_or_foreign_adapter_is_a_clear_error_not_a_crash(tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"PK\x03\x04 not gguf")
     with pytest.raises(ConfigError, match="not a GGUF file"):
         LocalModel(lora_path=tmp_path / "weights.bin")
+
+
+def test_a_looping_answer_stops_early_and_keeps_the_complete_call():
+    from flywheel.models.base import ChatRequest, FewShot
+    from flywheel.models.local import LocalModel, _looping
+
+    assert _looping([5] + [0] * 10) and _looping([9, 7] + [3, 4] * 10) and _looping([1, 2, 3] * 4)
+    assert not _looping([5, 0, 0, 0, 0]) and not _looping(list(range(40)))
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "calculate_bmi",
+                "description": "BMI",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"weight": {"type": "integer"}, "height": {"type": "integer"}},
+                    "required": ["weight", "height"],
+                },
+            },
+        }
+    ]
+    shot = FewShot(
+        "What is the BMI of a person of 80 kg and 180 cm?",
+        [{"name": "calculate_bmi", "arguments": {"weight": 80, "height": 180}}],
+        tools,
+    )
+    request = ChatRequest(
+        messages=[{"role": "user", "content": "BMI for 70 kg and 175 cm?"}],
+        tools=tools,
+        few_shot=[shot] * 3,  # this prompt makes the student repeat its call until max_tokens
+        max_tokens=192,
+    )
+    result = LocalModel().complete(request)
+    assert result.calls == [{"name": "calculate_bmi", "arguments": {"weight": 70, "height": 175}}]
+    assert result.error is None and result.output_tokens < 60

@@ -70,6 +70,8 @@ class GateSettings(BaseModel):
     max_error_rate_increase: float = Field(0.02, ge=0)
     max_latency_ratio: float = Field(1.5, gt=0)
     max_cost_ratio: float = Field(1.5, gt=0)
+    max_seconds_per_task: float | None = Field(None, gt=0)  # an SLO instead of the ratio
+    max_cost_per_task: float | None = Field(None, gt=0)  # a ceiling instead of the ratio
 
 
 class CyclePolicy(BaseModel):

@@ -326,10 +326,18 @@ def _breakdown(
 
 @dataclass
 class GatePolicy:
+    """A candidate passes when its gain's CI lower bound exceeds ``min_improvement``
+    and no core metric regresses beyond its tolerance. Latency and cost are held
+    to a ratio of the baseline's, or, when an absolute budget is set (a latency
+    SLO, a cost ceiling), to that budget instead: a ratio to a baseline that
+    answers nothing in no time says little."""
+
     min_improvement: float = 0.0  # the CI's lower bound must exceed this
     max_error_rate_increase: float = 0.02
     max_latency_ratio: float = 1.5
     max_cost_ratio: float = 1.5
+    max_seconds_per_task: float | None = None
+    max_cost_per_task: float | None = None
 
 
 def gate(comparison: dict[str, Any], policy: GatePolicy | None = None) -> dict[str, Any]:
@@ -350,7 +358,15 @@ def gate(comparison: dict[str, Any], policy: GatePolicy | None = None) -> dict[s
             f"(tolerance +{policy.max_error_rate_increase})",
         )
     )
-    if base["seconds_per_task"] > 0:
+    if policy.max_seconds_per_task is not None:
+        seconds = cand["seconds_per_task"]
+        checks.append(
+            (
+                seconds <= policy.max_seconds_per_task,
+                f"{seconds:.2f} s per task (budget {policy.max_seconds_per_task} s)",
+            )
+        )
+    elif base["seconds_per_task"] > 0:
         ratio = cand["seconds_per_task"] / base["seconds_per_task"]
         checks.append(
             (
@@ -358,7 +374,12 @@ def gate(comparison: dict[str, Any], policy: GatePolicy | None = None) -> dict[s
                 f"latency ratio {ratio:.2f} (tolerance {policy.max_latency_ratio})",
             )
         )
-    if base.get("cost_per_task") and cand.get("cost_per_task") is not None:
+    if policy.max_cost_per_task is not None and cand.get("cost_per_task") is not None:
+        cost = cand["cost_per_task"]
+        checks.append(
+            (cost <= policy.max_cost_per_task, f"${cost:.6f} per task (budget ${policy.max_cost_per_task})")
+        )
+    elif base.get("cost_per_task") and cand.get("cost_per_task") is not None:
         ratio = cand["cost_per_task"] / base["cost_per_task"]
         checks.append(
             (ratio <= policy.max_cost_ratio, f"cost ratio {ratio:.2f} (tolerance {policy.max_cost_ratio})")

@@ -248,16 +248,33 @@ class _TokenLogprobs:
         return scores
 
 
+def _looping(tokens: list[int]) -> bool:
+    """The output ends in the same few tokens over and over (``"x", "x", "x"``,
+    ``0000000000``): a small model's degenerate loop, never a useful answer."""
+    for period in range(1, 9):
+        times = 10 if period <= 2 else 4
+        if len(tokens) < period * times:
+            continue
+        tail = tokens[-period:]
+        if all(tokens[-period * (k + 1) : len(tokens) - period * k] == tail for k in range(1, times)):
+            return True
+    return False
+
+
 class _RepeatStop:
-    """Stops generation once the model repeats a call it already made: a small
-    model given examples tends to loop over the same call until ``max_tokens``,
-    which costs seconds and adds nothing (repeats are dropped anyway)."""
+    """Stops generation once the model repeats a call it already made, or loops
+    over a few tokens: a small model given examples tends to do either until
+    ``max_tokens``, which costs seconds and adds nothing (complete calls before
+    the loop are kept, repeats dropped)."""
 
     def __init__(self, llama: Any, prompt_tokens: int) -> None:
         self.llama = llama
         self.start = max(0, prompt_tokens - 1)
 
     def __call__(self, input_ids: Any, logits: Any) -> bool:
+        generated = [int(i) for i in input_ids[self.start + 1 :]]
+        if _looping(generated):
+            return True
         text = self.llama.detokenize(list(input_ids[self.start :])).decode("utf-8", errors="ignore")
         calls = complete_calls(text)
         return len(calls) > 1 and calls[-1] in calls[:-1]
