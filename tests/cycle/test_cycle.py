@@ -231,3 +231,28 @@ def test_policy_files_are_validated(tmp_path):
     good = tmp_path / "policy.toml"
     good.write_text('review = "wait"\n[gate]\nmax_latency_ratio = 4.0\n')
     assert CyclePolicy.load(good).gate.max_latency_ratio == 4.0
+
+
+def test_cycle_list_and_show_on_the_command_line(settings, store, items, student, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+
+    fw = flywheel.init("bfcl", settings=settings)
+    serve(fw, items, student, 100, seed=5)
+    fw.close()
+    run = run_cycle(
+        store, "bfcl", policy(tmp_path, watch_seconds=0, watch_min_tasks=0), model_for=lambda c: student
+    )
+    monkeypatch.setenv("FLYWHEEL_DATABASE_URL", settings.database_url)
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(app, ["cycle", "list", "--json"]).stdout)
+    assert [(c["id"], c["outcome"]) for c in listed] == [(run.id, run.outcome)]
+    shown = json.loads(runner.invoke(app, ["cycle", "show", "bfcl#1", "--json"]).stdout)
+    assert [s["stage"] for s in shown["stages"]][:3] == ["baseline", "cutoff", "curate"]
+    text = runner.invoke(app, ["cycle", "show", "bfcl#1"]).stdout
+    assert "evaluate" in text and "done" in text
+    missing = runner.invoke(app, ["cycle", "show", "bfcl#9"])
+    assert missing.exit_code != 0 and "no cycle 'bfcl#9'" in str(missing.exception)

@@ -55,3 +55,51 @@ def test_an_empty_pool_is_a_clear_error(settings, store):
     ).dataset_id
     with pytest.raises(InvalidInput, match="no few-shot pool"):
         FewShotStrategy().build(store, "shop", dataset, None)
+
+
+def test_per_request_examples_are_the_nearest_of_a_pinned_pool(settings, store):
+    from sqlalchemy import func, select
+
+    from flywheel.agents.tool_agent import AgentConfig
+    from flywheel.improve import STRATEGIES
+    from flywheel.store import tables
+
+    fw = flywheel.init("shop", settings=settings)
+    for i in range(40):
+        if i % 2:
+            log(
+                fw,
+                f"what is the weather in town {i}?",
+                [{"name": "get_weather", "arguments": {"city": f"t{i}"}}],
+                session=f"s{i}",
+            )
+        else:
+            log(
+                fw,
+                f"book a table for {i} people tonight",
+                [{"name": "book_table", "arguments": {"people": i}}],
+                session=f"s{i}",
+            )
+    fw.flush()
+    fw.close()
+    dataset = curate(
+        store, "shop", parse_rules(DEFAULT_RULES.replace("few_shot: 0.1", "few_shot: 0.5"))
+    ).dataset_id
+    base = create_version(store, "shop", {"model": "local", "few_shot": [{"question": "old", "calls": []}]})
+    candidate = STRATEGIES["few_shot_per_request"](k=2).build(store, "shop", dataset, base)
+    config = candidate.version.config
+    assert "few_shot" not in config and config["few_shot_pool"]["k"] == 2
+    pool_questions = {e["question"] for e in config["few_shot_pool"]["examples"]}
+    eval_questions = {r["messages"][-1]["content"] for r in store.dataset_examples(dataset, "eval")}
+    assert pool_questions and not pool_questions & eval_questions  # the held-out set never enters
+    agent = AgentConfig.from_version(candidate.version)
+    weather = agent.shots_for([{"role": "user", "content": "weather in Oslo today?"}])
+    booking = agent.shots_for([{"role": "user", "content": "a table for 2 people please"}])
+    assert len(weather) == 2 and weather[0].calls[0]["name"] == "get_weather"
+    assert booking[0].calls[0]["name"] == "book_table"
+    with store.engine.connect() as conn:
+        stored = conn.execute(select(func.count()).select_from(tables.example_embeddings)).scalar_one()
+    assert stored == len(store.dataset_examples(dataset, "few_shot"))  # once per example, kept
+    again = STRATEGIES["few_shot_per_request"](k=2).build(store, "shop", dataset, base)
+    assert again.version.id == candidate.version.id  # same pool, same vectors: the same version
+    assert "per-request few-shot" in candidate.changes[0]

@@ -22,12 +22,62 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flywheel.models.base import ChatModel, ChatRequest, ChatResult, FewShot
+from flywheel.models.base import ChatModel, ChatRequest, ChatResult, FewShot, last_user_text
 from flywheel.models.pricing import PriceTable
 from flywheel.records import AgentVersion
 from flywheel.sdk.task import TaskHandle
 
-__all__ = ["AgentConfig", "AgentOutcome", "Environment", "ToolAgent"]
+__all__ = ["AgentConfig", "AgentOutcome", "Environment", "FewShotPool", "ToolAgent"]
+
+
+@dataclass
+class FewShotPool:
+    """Examples chosen per request: the ``k`` most similar to the question (cosine
+    of local sentence embeddings, pinned in the version), kept diverse by MMR
+    and within a token budget."""
+
+    examples: list[FewShot]
+    vectors: Any  # numpy (n, d), unit rows, in the order of ``examples``
+    k: int = 3
+    token_budget: int = 600
+    diversity: float = 0.7  # MMR: 1 = similarity only
+
+    @classmethod
+    def from_config(cls, data: dict[str, Any]) -> FewShotPool:
+        import base64
+
+        import numpy as np
+
+        examples = [FewShot(e["question"], e["calls"], e.get("tools") or []) for e in data["examples"]]
+        raw = base64.b64decode(data["vectors"])
+        vectors = np.frombuffer(raw, dtype=np.float16).astype(np.float32).reshape(len(examples), -1)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+        return cls(examples, vectors, int(data.get("k", 3)), int(data.get("token_budget", 600)))
+
+    def select(self, question: str) -> list[FewShot]:
+        import numpy as np
+
+        from flywheel.models.embedding import Embedder
+
+        if not self.examples:
+            return []
+        query = np.asarray(Embedder().embed([question])[0], dtype=np.float32)
+        similarity = self.vectors @ query
+        chosen: list[int] = []
+        redundancy = np.zeros(len(self.examples), dtype=np.float32)
+        budget = self.token_budget
+        while len(chosen) < min(self.k, len(self.examples)):
+            score = self.diversity * similarity - (1 - self.diversity) * redundancy
+            score[chosen] = -np.inf
+            best = int(np.argmax(score))
+            shot = self.examples[best]
+            cost = (len(shot.question) + len(str(shot.calls)) + len(str(shot.tools))) // 4
+            if cost > budget and chosen:
+                break
+            budget -= cost
+            chosen.append(best)
+            redundancy = np.maximum(redundancy, self.vectors @ self.vectors[best])
+        return [self.examples[i] for i in chosen]
 
 
 @dataclass
@@ -42,6 +92,7 @@ class AgentConfig:
     max_steps: int = 6
     max_tokens: int = 256
     adapter: str | None = None  # a LoRA adapter (GGUF) for the local model
+    few_shot_pool: FewShotPool | None = None  # per-request examples (instead of few_shot)
     version_id: str | None = None
 
     @classmethod
@@ -50,9 +101,17 @@ class AgentConfig:
             return cls(**defaults)
         config = dict(version.config)
         shots = [FewShot(s["question"], s["calls"], s.get("tools") or []) for s in config.pop("few_shot", [])]
-        known = {f for f in cls.__dataclass_fields__ if f not in ("few_shot", "version_id")}
+        pool_data = config.pop("few_shot_pool", None)
+        pool = _pool(version.id, pool_data) if pool_data else None
+        known = {f for f in cls.__dataclass_fields__ if f not in ("few_shot", "few_shot_pool", "version_id")}
         values = {**defaults, **{k: v for k, v in config.items() if k in known}}
-        return cls(**values, few_shot=shots, version_id=version.id)
+        return cls(**values, few_shot=shots, few_shot_pool=pool, version_id=version.id)
+
+    def shots_for(self, messages: list[dict[str, Any]]) -> list[FewShot]:
+        """The examples this request is shown: chosen for it, or the version's fixed ones."""
+        if self.few_shot_pool is not None:
+            return self.few_shot_pool.select(last_user_text(messages))
+        return self.few_shot
 
     def system(self) -> str:
         parts = [self.system_prompt.strip()] if self.system_prompt.strip() else []
@@ -66,6 +125,16 @@ class AgentConfig:
         if self.knowledge:
             parts.append("Facts:\n" + "\n".join(f"- {fact}" for fact in self.knowledge))
         return "\n\n".join(parts)
+
+
+_pools: dict[str, FewShotPool] = {}
+
+
+def _pool(version_id: str, data: dict[str, Any]) -> FewShotPool:
+    """A version's pool, decoded once per process (configs are immutable)."""
+    if version_id not in _pools:
+        _pools[version_id] = FewShotPool.from_config(data)
+    return _pools[version_id]
 
 
 class Environment(Protocol):
@@ -115,7 +184,7 @@ class ToolAgent:
             messages=messages,
             tools=tools,
             system=system,
-            few_shot=self.config.few_shot,
+            few_shot=self.config.shots_for(messages),
             max_tokens=self.config.max_tokens,
         )
         result = self.model.complete(request)

@@ -42,6 +42,7 @@ CONFIG_KEYS = (
     "rules",
     "tool_policy",
     "adapter",
+    "few_shot_pool",  # per-request examples, their embeddings pinned
     "max_retries",
     "max_steps",
     "max_tokens",

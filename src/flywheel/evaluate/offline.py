@@ -174,7 +174,7 @@ def evaluate_version(
             messages=item.messages,
             tools=agent.offered_tools(item.tools),
             system=config.system(),
-            few_shot=config.few_shot,
+            few_shot=config.shots_for(item.messages),
             max_tokens=config.max_tokens,
         )
         result = agent.model.complete(request)

@@ -7,14 +7,20 @@ are diverse, favouring tools not yet covered, until ``k`` examples or the
 token budget is reached. The chosen examples go into a new candidate version,
 with the reasons recorded.
 
-This first version picks one static set per candidate; choosing per request
-(nearest neighbours of each incoming question) is the next step.
+Two modes: one static set per candidate, or per request: a pool of typical,
+diverse examples pinned in the version with their embeddings (computed once
+per example and kept in the store), from which the agent picks each
+request's nearest neighbours.
 """
 
 from __future__ import annotations
 
+import base64
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from flywheel.deploy import create_version
 from flywheel.errors import InvalidInput
@@ -42,15 +48,51 @@ def _called_tools(row: dict[str, Any]) -> list[dict[str, Any]]:
     return [tool for tool in row["tools"] or [] if (tool.get("function") or tool).get("name") in called]
 
 
+def _mmr(
+    vectors: np.ndarray,
+    relevance: np.ndarray,
+    tools: list[set[str]],
+    count: int,
+    diversity: float,
+    cost: list[int] | None = None,
+    budget: int | None = None,
+) -> list[int]:
+    """Greedy maximal marginal relevance with a bonus for tools not yet covered."""
+    chosen: list[int] = []
+    covered: set[str] = set()
+    redundancy = np.zeros(len(vectors), dtype=np.float32)
+    while len(chosen) < min(count, len(vectors)):
+        novelty = np.array([0.1 if t - covered else 0.0 for t in tools], dtype=np.float32)
+        score = diversity * relevance - (1 - diversity) * redundancy + novelty
+        score[chosen] = -np.inf
+        best = int(np.argmax(score))
+        if cost is not None and budget is not None:
+            if cost[best] > budget and chosen:
+                break
+            budget -= cost[best]
+        chosen.append(best)
+        covered |= tools[best]
+        redundancy = np.maximum(redundancy, vectors @ vectors[best])
+    return chosen
+
+
 @dataclass
 class FewShotStrategy:
+    """``per_request=False``: one fixed set of ``k`` examples in the version.
+    ``per_request=True``: a pool of up to ``pool_size`` typical, diverse
+    examples with their embeddings pinned in the version; the agent shows
+    each request the ``k`` nearest of them (``AgentConfig.shots_for``)."""
+
     name: str = "few_shot"
     k: int = 4
     token_budget: int = 600
     diversity: float = 0.5  # MMR trade-off: 1 = relevance only, 0 = diversity only
+    per_request: bool = False
+    pool_size: int = 64
 
     def build(self, store: Store, workload: str, dataset_id: str, current: AgentVersion | None) -> Candidate:
-        from flywheel.models.embedding import Embedder, cosine
+        from flywheel.improve.embeddings import example_vectors
+        from flywheel.models.embedding import Embedder
 
         pool = [
             r
@@ -63,50 +105,56 @@ class FewShotStrategy:
                 hint="curate more traffic or raise splits.few_shot",
             )
         questions = [last_user_text(r["messages"]) for r in pool]
-        vectors = Embedder().embed(questions)
-        centre = [sum(column) / len(vectors) for column in zip(*vectors, strict=True)]
-        relevance = [
-            cosine(v, centre) + (0.2 if r["source"] == "correction" else 0.0)
-            for v, r in zip(vectors, pool, strict=True)
-        ]
-        chosen: list[int] = []
-        covered: set[str] = set()
-        budget = self.token_budget
-        while len(chosen) < self.k:
-            best, best_score = None, float("-inf")
-            for i, row in enumerate(pool):
-                if i in chosen:
-                    continue
-                redundancy = max((cosine(vectors[i], vectors[j]) for j in chosen), default=0.0)
-                tools = {c["name"] for c in row["target"]["tool_calls"]}
-                novelty = 0.1 if tools - covered else 0.0
-                score = self.diversity * relevance[i] - (1 - self.diversity) * redundancy + novelty
-                if score > best_score:
-                    best, best_score = i, score
-            if best is None:
-                break
-            cost = _tokens(questions[best]) + _tokens(str(pool[best]["target"]))
-            if cost > budget and chosen:
-                break
-            budget -= cost
-            chosen.append(best)
-            covered |= {c["name"] for c in pool[best]["target"]["tool_calls"]}
-        shots = [
-            {
-                "question": questions[i],
-                "calls": pool[i]["target"]["tool_calls"],
-                "tools": _called_tools(pool[i]),
-            }
-            for i in chosen
-        ]
+        embedder = Embedder()
+        vectors = example_vectors(store, [r["id"] for r in pool], questions, embedder)
+        centre = vectors.mean(axis=0)
+        centre /= max(float(np.linalg.norm(centre)), 1e-9)
+        corrected = np.array([0.2 if r["source"] == "correction" else 0.0 for r in pool], dtype=np.float32)
+        relevance = vectors @ centre + corrected
+        tools = [{c["name"] for c in r["target"]["tool_calls"]} for r in pool]
         config: dict[str, Any] = dict(current.config) if current else {"model": "local"}
-        config["few_shot"] = shots
-        changes = []
-        for n, i in enumerate(chosen):
-            names = sorted({c["name"] for c in pool[i]["target"]["tool_calls"]})
-            changes.append(
-                f"few-shot example {n + 1}: {questions[i][:80]!r} ({pool[i]['source']}, tools {names})"
-            )
+        if self.per_request:
+            chosen = _mmr(vectors, relevance, tools, self.pool_size, self.diversity)
+            config.pop("few_shot", None)
+            picked = np.ascontiguousarray(vectors[chosen].astype(np.float16))
+            config["few_shot_pool"] = {
+                "k": self.k,
+                "token_budget": self.token_budget,
+                "embedding": embedder.name,
+                "examples": [
+                    {
+                        "question": questions[i],
+                        "calls": pool[i]["target"]["tool_calls"],
+                        "tools": _called_tools(pool[i]),
+                    }
+                    for i in chosen
+                ],
+                "vectors": base64.b64encode(picked.tobytes()).decode(),
+            }
+            sources = Counter(pool[i]["source"] for i in chosen)
+            changes = [
+                f"per-request few-shot: each request is shown its {self.k} nearest of {len(chosen)} pinned "
+                f"examples ({', '.join(f'{n} {s}' for s, n in sorted(sources.items()))}; "
+                f"{len(set().union(*(tools[i] for i in chosen)))} tools) out of a pool of {len(pool)}"
+            ]
+        else:
+            cost = [_tokens(q) + _tokens(str(r["target"])) for q, r in zip(questions, pool, strict=True)]
+            chosen = _mmr(vectors, relevance, tools, self.k, self.diversity, cost, self.token_budget)
+            config.pop("few_shot_pool", None)
+            config["few_shot"] = [
+                {
+                    "question": questions[i],
+                    "calls": pool[i]["target"]["tool_calls"],
+                    "tools": _called_tools(pool[i]),
+                }
+                for i in chosen
+            ]
+            changes = []
+            for n, i in enumerate(chosen):
+                names = sorted(tools[i])
+                changes.append(
+                    f"few-shot example {n + 1}: {questions[i][:80]!r} ({pool[i]['source']}, tools {names})"
+                )
         version = create_version(
             store,
             workload,

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -214,6 +215,15 @@ examples = Table(
     Column("created_at", Time, nullable=False),
     Index(None, "workload", "task_at"),
     Index(None, "task_id"),
+)
+
+example_embeddings = Table(
+    "example_embeddings",
+    metadata,
+    Column("example_id", ID, primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("vector", LargeBinary, nullable=False),  # float32, unit length
+    Column("created_at", Time, nullable=False),
 )
 
 dataset_examples = Table(

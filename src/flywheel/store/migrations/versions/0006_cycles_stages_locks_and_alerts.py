@@ -1,4 +1,4 @@
-"""cycles, their stages, store locks, degradation alerts; tasks by start time
+"""cycles, their stages, store locks, degradation alerts, example embeddings; tasks by start time
 
 Revision ID: 0006
 Revises: 0005
@@ -27,6 +27,14 @@ def upgrade() -> None:
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_tasks_started_at_id"), ["started_at", "id"], unique=False)
 
+    op.create_table(
+        "example_embeddings",
+        sa.Column("example_id", sa.String(length=200), nullable=False),
+        sa.Column("model", sa.String(length=200), nullable=False),
+        sa.Column("vector", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("example_id", "model", name=op.f("pk_example_embeddings")),
+    )
     op.create_table(
         "cycles",
         sa.Column("id", sa.String(length=200), nullable=False),
@@ -89,5 +97,6 @@ def downgrade() -> None:
     with op.batch_alter_table("cycles", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_cycles_workload_number"))
     op.drop_table("cycles")
+    op.drop_table("example_embeddings")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tasks_started_at_id"))
