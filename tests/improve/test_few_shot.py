@@ -103,3 +103,38 @@ def test_per_request_examples_are_the_nearest_of_a_pinned_pool(settings, store):
     again = STRATEGIES["few_shot_per_request"](k=2).build(store, "shop", dataset, base)
     assert again.version.id == candidate.version.id  # same pool, same vectors: the same version
     assert "per-request few-shot" in candidate.changes[0]
+
+
+def test_prompt_rules_come_from_the_largest_clusters_of_corrected_failures(settings, store):
+    from flywheel.improve import STRATEGIES
+    from flywheel.improve.prompt_rules import failure_cluster
+
+    w = {"name": "get_weather", "arguments": {"city": "Oslo"}}
+    assert failure_cluster([], [w]) == ("no_call", None)
+    assert failure_cluster([w, w], [w]) == ("extra_calls", None)
+    assert failure_cluster([{"name": "get_weather", "arguments": {}}], [w]) == ("missing_argument", "city")
+    assert failure_cluster([{"name": "get_weather", "arguments": {"city": 5}}], [w]) == ("wrong_type", "city")
+    assert failure_cluster([{"name": "book_table", "arguments": {}}], [w]) == ("wrong_function", None)
+
+    fw = flywheel.init("shop", settings=settings)
+    for i in range(30):
+        right = {"name": "get_weather", "arguments": {"city": f"t{i}"}}
+        wrong = [right, right] if i % 3 else [{"name": "get_weather", "arguments": {"city": "Nowhere"}}]
+        task_id = log(fw, f"weather in town {i}?", wrong, session=f"s{i}", success=False)
+        fw.correct(task_id, tool_calls=[right])
+    fw.flush()
+    fw.close()
+    dataset = curate(store, "shop", parse_rules(DEFAULT_RULES)).dataset_id
+    base = create_version(store, "shop", {"model": "local", "rules": ["be brief"]})
+    candidate = STRATEGIES["prompt_rules"]().build(store, "shop", dataset, base)
+    rules = candidate.version.config["rules"]
+    assert rules[0] == "be brief" and "exactly one call" in rules[1]  # the largest cluster first
+    assert "(such as city)" in rules[2]  # wrong values of the city argument
+    assert "extra calls" in candidate.changes[0] and "corrected failures" in candidate.changes[0]
+    fw = flywheel.init("clean", settings=settings)
+    log(fw, "weather in Oslo?", [{"name": "get_weather", "arguments": {"city": "Oslo"}}])
+    fw.flush()
+    fw.close()
+    clean = curate(store, "clean", parse_rules(DEFAULT_RULES)).dataset_id
+    with pytest.raises(InvalidInput, match="no corrected failures"):
+        STRATEGIES["prompt_rules"]().build(store, "clean", clean, None)

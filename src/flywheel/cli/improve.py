@@ -11,7 +11,9 @@ from flywheel.cli.common import console, open_store, print_json
 
 def improve(
     workload: Annotated[str, typer.Option(help="The workload.")],
-    strategy: Annotated[str, typer.Option(help="few_shot or few_shot_per_request.")] = "few_shot",
+    strategy: Annotated[
+        str, typer.Option(help="few_shot, few_shot_per_request or prompt_rules.")
+    ] = "few_shot",
     dataset: Annotated[str | None, typer.Option(help="Dataset version (default: the latest).")] = None,
     k: Annotated[int, typer.Option(min=1, max=16, help="Few-shot examples to choose.")] = 4,
     json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

@@ -1,0 +1,137 @@
+"""Prompt-rules strategy: mine the failures a dataset holds and turn the
+largest clusters into concise system-prompt rules.
+
+The failures are the agent's answers that humans corrected (the dataset's
+correction examples, which keep the agent's answer beside the human's), and,
+without a correction, failed answers whose calls break the offered tool's
+schema. Each failure is put in one cluster by a deterministic diff of the
+calls: no call where one was needed, extra or missing calls, the wrong
+function, a missing required argument, an invented argument, a value of the
+wrong type, a wrong value of a named argument. A cluster that holds at least
+``min_share`` of the failures (and ``min_count`` of them) becomes a rule from
+its template; the version records each rule with its counts and examples.
+Whether a rule helps is for the evaluation to show: the cycle measures the
+candidate against the current version on held-out data, and the gate keeps
+it only if it does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from flywheel.deploy import create_version
+from flywheel.errors import InvalidInput
+from flywheel.improve.few_shot import Candidate
+from flywheel.models.base import last_user_text
+from flywheel.records import AgentVersion
+from flywheel.store import Store
+
+__all__ = ["PromptRulesStrategy", "failure_cluster"]
+
+TEMPLATES = {
+    "no_call": "When one of the functions fits the question, answer with a call to it; [] only when none fits.",
+    "extra_calls": "Make exactly one call unless the question asks for several separate things.",
+    "missing_calls": "When the question asks for several things, make one call for each of them.",
+    "wrong_function": "Choose the function whose name and description match what the question asks for.",
+    "missing_argument": "Always give the required arguments{detail}, taking their values from the question.",
+    "invented_argument": "Leave out optional arguments the question does not mention{detail}.",
+    "wrong_type": "Give each argument the type its declaration says: numbers as numbers{detail}.",
+    "wrong_value": "Copy argument values{detail} exactly as the question states them; do not change units or spelling.",
+}
+
+
+def _calls(answer: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return list((answer or {}).get("tool_calls") or [])
+
+
+def _type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
+def failure_cluster(agent: list[dict[str, Any]], right: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """(cluster, the argument concerned or None) of an answer against the right one."""
+    if right and not agent:
+        return "no_call", None
+    if len(agent) > len(right):
+        return "extra_calls", None
+    if len(agent) < len(right):
+        return "missing_calls", None
+    for mine, theirs in zip(agent, right, strict=True):
+        if mine.get("name") != theirs.get("name"):
+            return "wrong_function", None
+        a, b = mine.get("arguments") or {}, theirs.get("arguments") or {}
+        if missing := sorted(set(b) - set(a)):
+            return "missing_argument", missing[0]
+        if invented := sorted(set(a) - set(b)):
+            return "invented_argument", invented[0]
+        for key in sorted(b):
+            if _type(a[key]) != _type(b[key]):
+                return "wrong_type", key
+            if a[key] != b[key]:
+                return "wrong_value", key
+    return "other", None
+
+
+@dataclass
+class PromptRulesStrategy:
+    name: str = "prompt_rules"
+    k: int = 3  # accepted for a uniform interface; unused
+    max_rules: int = 3
+    min_share: float = 0.1
+    min_count: int = 2
+
+    def build(self, store: Store, workload: str, dataset_id: str, current: AgentVersion | None) -> Candidate:
+        failures: list[tuple[str, str | None, str]] = []
+        for split in ("train", "few_shot"):  # never the held-out split
+            for row in store.dataset_examples(dataset_id, split):
+                if row["source"] == "correction" and row.get("rejected") is not None:
+                    cluster, arg = failure_cluster(_calls(row["rejected"]), _calls(row["target"]))
+                    failures.append((cluster, arg, last_user_text(row["messages"])))
+        if not failures:
+            raise InvalidInput(
+                f"dataset {dataset_id} holds no corrected failures to learn rules from",
+                hint="rules come from human corrections; review and correct some failures first",
+            )
+        counts = Counter(cluster for cluster, _, _ in failures if cluster != "other")
+        args: dict[str, Counter[str]] = defaultdict(Counter)
+        examples: dict[str, list[str]] = defaultdict(list)
+        for cluster, arg, question in failures:
+            if arg:
+                args[cluster][arg] += 1
+            if len(examples[cluster]) < 2:
+                examples[cluster].append(question[:80])
+        rules, changes = [], []
+        for cluster, n in counts.most_common():
+            if len(rules) >= self.max_rules or n < self.min_count or n / len(failures) < self.min_share:
+                break
+            top = [a for a, _ in args[cluster].most_common(3)]
+            detail = f" (such as {', '.join(top)})" if top else ""
+            rule = TEMPLATES[cluster].format(detail=detail)
+            rules.append(rule)
+            changes.append(
+                f"rule for {cluster.replace('_', ' ')} ({n} of {len(failures)} corrected failures, "
+                f"e.g. {examples[cluster][0]!r}): {rule}"
+            )
+        if not rules:
+            raise InvalidInput(
+                f"no failure cluster of dataset {dataset_id} is large enough for a rule "
+                f"({dict(counts)} of {len(failures)})",
+                hint="lower min_share / min_count, or collect more corrections",
+            )
+        config: dict[str, Any] = dict(current.config) if current else {"model": "local"}
+        config["rules"] = [r for r in config.get("rules") or [] if r not in rules] + rules
+        version = create_version(
+            store,
+            workload,
+            config,
+            parent_id=current.id if current else None,
+            dataset_id=dataset_id,
+            strategy=self.name,
+        )
+        return Candidate(version, changes)
