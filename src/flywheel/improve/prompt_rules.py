@@ -31,14 +31,14 @@ from flywheel.store import Store
 __all__ = ["PromptRulesStrategy", "failure_cluster"]
 
 TEMPLATES = {
-    "no_call": "When one of the functions fits the question, answer with a call to it; [] only when none fits.",
+    "no_call": "When a function fits the question, answer with a call to it; [] only when none fits.",
     "extra_calls": "Make exactly one call unless the question asks for several separate things.",
     "missing_calls": "When the question asks for several things, make one call for each of them.",
     "wrong_function": "Choose the function whose name and description match what the question asks for.",
     "missing_argument": "Always give the required arguments{detail}, taking their values from the question.",
     "invented_argument": "Leave out optional arguments the question does not mention{detail}.",
     "wrong_type": "Give each argument the type its declaration says: numbers as numbers{detail}.",
-    "wrong_value": "Copy argument values{detail} exactly as the question states them; do not change units or spelling.",
+    "wrong_value": "Copy argument values{detail} exactly as the question gives them, units and spelling too.",
 }
 
 
@@ -106,7 +106,8 @@ class PromptRulesStrategy:
                 args[cluster][arg] += 1
             if len(examples[cluster]) < 2:
                 examples[cluster].append(question[:80])
-        rules, changes = [], []
+        rules: list[str] = []
+        changes: list[str] = []
         for cluster, n in counts.most_common():
             if len(rules) >= self.max_rules or n < self.min_count or n / len(failures) < self.min_share:
                 break
