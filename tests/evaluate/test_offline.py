@@ -251,3 +251,47 @@ def test_a_latency_slo_and_cost_ceiling_replace_the_ratios():
         "$0.000100 per task (budget $0.0005)",
     ]
     assert gate(comparison, GatePolicy(max_seconds_per_task=2.0))["promote"] is False
+
+
+def test_an_unusable_answer_is_wrong_but_not_a_failed_call(store, dataset_id):
+    items = eval_items(store, dataset_id)[:6]
+
+    class Garbled:
+        name = "garbled"
+
+        def complete(self, request):
+            return ChatResult(
+                [],
+                '[{"name": "get_weather", "arguments": {"city": 5000000',
+                self.name,
+                50,
+                10,
+                0.01,
+                error="unparseable output: cut off",
+                malformed=True,
+            )
+
+    class Down:
+        name = "down"
+
+        def complete(self, request):
+            return ChatResult([], "", self.name, 0, 0, 0.01, error="ConnectionError: refused")
+
+    garbled = evaluate_version(
+        store,
+        create_version(store, "shop", {"model": "g"}),
+        items,
+        lambda c: Garbled(),
+        dataset_id=dataset_id,
+    )
+    down = evaluate_version(
+        store, create_version(store, "shop", {"model": "d"}), items, lambda c: Down(), dataset_id=dataset_id
+    )
+    result = compare(down, garbled)
+    assert result["baseline"]["error_rate"] == 1.0 and result["baseline"]["malformed_rate"] == 0.0
+    assert result["candidate"]["error_rate"] == 0.0 and result["candidate"]["malformed_rate"] == 1.0
+    assert result["candidate"]["accuracy"] == 0.0
+    cached = evaluate_version(
+        store, create_version(store, "shop", {"model": "g"}), items, lambda c: Down(), dataset_id=dataset_id
+    )
+    assert all(r.malformed for r in cached.values())  # kept with the cached results

@@ -112,7 +112,8 @@ def eval_(
         "metric", "baseline", "candidate", title=f"{comparison['items']} held-out items of {data_id}"
     )
     table.add_row("accuracy", f"{b['accuracy']:.1%}", f"{c['accuracy']:.1%}")
-    table.add_row("error rate", f"{b['error_rate']:.1%}", f"{c['error_rate']:.1%}")
+    table.add_row("error rate (failed calls)", f"{b['error_rate']:.1%}", f"{c['error_rate']:.1%}")
+    table.add_row("unusable answers", f"{b['malformed_rate']:.1%}", f"{c['malformed_rate']:.1%}")
     table.add_row("seconds / task", f"{b['seconds_per_task']:.2f}", f"{c['seconds_per_task']:.2f}")
     table.add_row("tokens / task", f"{b['tokens_per_task']:.0f}", f"{c['tokens_per_task']:.0f}")
     out.print(table)

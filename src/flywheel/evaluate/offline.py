@@ -112,7 +112,12 @@ class ItemResult:
     output_tokens: int
     cost: float | None
     error: str | None = None
-    answer: Any = None  # {"calls": [...], "text": "..."}: what the version answered
+    answer: Any = None  # {"calls": [...], "text": "...", "malformed": bool}: what the version answered
+
+    @property
+    def malformed(self) -> bool:
+        """An answer that did not parse: wrong, but not a failed call."""
+        return bool(isinstance(self.answer, dict) and self.answer.get("malformed"))
 
 
 def _cached(store: Store, version_id: str) -> dict[str, ItemResult]:
@@ -192,7 +197,7 @@ def evaluate_version(
             result.output_tokens,
             cost,
             result.error,
-            {"calls": result.calls, "text": result.text},
+            {"calls": result.calls, "text": result.text, "malformed": result.malformed},
         )
 
     finished = len(items) - len(todo)
@@ -287,7 +292,10 @@ def compare(
         costs = [r.cost for r in rows if r.cost is not None]
         return {
             "accuracy": _mean([r.correct for r in rows]),
-            "error_rate": _mean([r.error is not None for r in rows]),
+            # failed calls (exceptions, timeouts, a prompt too long); answers that do
+            # not parse are wrong answers, counted by accuracy and shown apart
+            "error_rate": _mean([r.error is not None and not r.malformed for r in rows]),
+            "malformed_rate": _mean([r.malformed for r in rows]),
             "seconds_per_task": _mean([r.seconds for r in rows]),
             "tokens_per_task": _mean([r.input_tokens + r.output_tokens for r in rows]),
             "cost_per_task": _mean(costs) if costs else None,

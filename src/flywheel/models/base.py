@@ -48,6 +48,9 @@ class ChatResult:
     confidence: float | None = None  # geometric mean probability of the generated tokens
     error: str | None = None
     cpu_seconds: float | None = None  # measured for local models (priced by CPU time)
+    # the model answered, but nothing usable (output that does not parse): a wrong
+    # answer rather than a failed call; ``error`` says what was wrong with it
+    malformed: bool = False
 
     @property
     def tokens_per_second(self) -> float:

@@ -361,6 +361,7 @@ class LocalModel:
             calls = salvage_calls(text)
             error = None if calls else f"unparseable output: {exc}"
         return ChatResult(
+            malformed=error is not None,
             calls=calls,
             text=text,
             model=self.name,

@@ -71,4 +71,5 @@ class OpenAIModel:
             seconds=seconds,
             confidence=confidence_from_logprobs(logprobs),
             error=error,
+            malformed=error is not None,
         )
