@@ -22,8 +22,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[object]:
+    """Per test: Playwright's sync API keeps an event loop running in this thread
+    while it is open, which would break every later test that calls asyncio.run."""
     if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
         pytest.fail(
             f"Chromium is not at {CHROMIUM}: apt-get install chromium (or set FLYWHEEL_TEST_CHROMIUM)"

@@ -110,6 +110,7 @@ def demo(
         rules=str(rules),
         base_config={"model": "local", "max_tokens": 192},
         gate=GateSettings(max_seconds_per_task=8.0, max_cost_per_task=0.0005, max_error_rate_increase=0.05),
+        strategies=["few_shot", "prompt_rules"],  # each is a candidate; the best passing one wins
         few_shot_k=3,
         min_eval_items=10,
         canary_share=0.3,
