@@ -157,6 +157,24 @@ def test_a_failed_stage_resumes_from_its_checkpoint(settings, store, items, stud
     assert student.calls - served == 2 * items_evaluated - 5  # the 5 answers before the failure were kept
 
 
+def test_an_abandoned_cycle_is_not_resumed(settings, store, items, student, tmp_path):
+    from flywheel.cycle.runner import abandon_cycle
+
+    fw = flywheel.init("bfcl", settings=settings)
+    serve(fw, items, student, 60, seed=6)
+    fw.close()
+    chosen = policy(tmp_path, watch_seconds=0, watch_min_tasks=0)
+    flaky = Student(student.answers, fail_after=0)
+    with pytest.raises(ConnectionError):
+        run_cycle(store, "bfcl", chosen, model_for=lambda config: flaky)
+    abandoned = abandon_cycle(store, "bfcl#1")
+    assert abandoned["status"] == "abandoned"
+    with pytest.raises(Conflict, match="abandoned, not unfinished"):
+        abandon_cycle(store, "bfcl#1")
+    run = run_cycle(store, "bfcl", chosen, model_for=lambda config: student)
+    assert run.number == 2 and run.status == "succeeded"
+
+
 def test_a_cycle_waits_for_reviews_when_its_policy_says_so(settings, store, items, student, tmp_path):
     from flywheel.ingest import Ingestor
     from flywheel.review import next_item, review

@@ -136,6 +136,21 @@ def schedule(
             _print_brief(brief)
 
 
+@cycle_app.command("abandon")
+def abandon(
+    cycle: Annotated[str, typer.Argument(help="Cycle id or WORKLOAD#N.")], json: Json = False
+) -> None:
+    """Give up an unfinished cycle, so the next 'cycle run' starts anew (with its --policy)."""
+    from flywheel.cycle.runner import abandon_cycle
+
+    with open_store() as store:
+        row = abandon_cycle(store, cycle)
+    if json:
+        print_json(_brief(row))
+        return
+    console().print(f"cycle {row['workload']}#{row['number']} abandoned")
+
+
 @cycle_app.command("list")
 def list_(
     workload: Annotated[str | None, typer.Option(help="Only this workload.")] = None, json: Json = False

@@ -52,6 +52,7 @@ __all__ = [
     "CyclePolicy",
     "CycleRun",
     "GateSettings",
+    "abandon_cycle",
     "ensure_baseline",
     "get_cycle",
     "list_cycles",
@@ -543,6 +544,30 @@ def run_cycle(
         result = {"outcome": outcome, "metrics": cycle_metrics(store, row["id"])}
         _finish(store, row["id"], "succeeded", result)
         return CycleRun(row["id"], workload, row["number"], "succeeded", outcome, result)
+
+
+def abandon_cycle(store: Store, cycle_id_or_ref: str, *, actor: str = "cli") -> dict[str, Any]:
+    """Give up an unfinished cycle (failed, waiting or crashed) so the next run starts
+    a new one with the policy it is given; a cycle that holds its lock is left alone."""
+    from flywheel.cycle.lock import lock_holder
+    from flywheel.errors import Conflict
+
+    cycle = get_cycle(store, cycle_id_or_ref)
+    if cycle["status"] not in ("running", "waiting", "failed"):
+        raise Conflict(f"cycle {cycle['workload']}#{cycle['number']} is {cycle['status']}, not unfinished")
+    if cycle["status"] == "running" and lock_holder(store, f"cycle:{cycle['workload']}"):
+        raise Conflict(
+            f"cycle {cycle['workload']}#{cycle['number']} is running now",
+            hint="wait for it, or for its lock's lease to run out if its process died",
+        )
+    with store._writing() as conn:
+        conn.execute(
+            update(t.cycles)
+            .where(t.cycles.c.id == cycle["id"])
+            .values(status="abandoned", finished_at=utcnow())
+        )
+        store._audit(conn, actor, "cycle.abandon", "cycle", cycle["id"], {"was": cycle["status"]})
+    return get_cycle(store, cycle["id"])
 
 
 def get_cycle(store: Store, cycle_id_or_ref: str) -> dict[str, Any]:
