@@ -508,6 +508,8 @@ def run_cycle(
             with store._writing() as conn:
                 conn.execute(update(t.cycles).where(t.cycles.c.id == row["id"]).values(status="running"))
         chosen = CyclePolicy.model_validate(row["policy"])  # a resumed cycle keeps its own settings
+        if progress and chosen.model_dump() != (policy or chosen).model_dump():
+            progress("cycle", f"resuming cycle {row['number']} with the policy it started with")
         ctx = _Context(
             store,
             workload,
