@@ -138,3 +138,41 @@ def test_prompt_rules_come_from_the_largest_clusters_of_corrected_failures(setti
     clean = curate(store, "clean", parse_rules(DEFAULT_RULES)).dataset_id
     with pytest.raises(InvalidInput, match="no corrected failures"):
         STRATEGIES["prompt_rules"]().build(store, "clean", clean, None)
+
+
+def test_tool_policy_prefers_what_works_per_intent_and_denies_what_never_does(settings, store):
+    from flywheel.agents.tool_agent import AgentConfig, ToolAgent
+    from flywheel.improve import STRATEGIES
+
+    fw = flywheel.init("ops", settings=settings)
+    for i in range(40):
+        with fw.task(session_id=f"s{i}", input=f"what is the weather in city number {i}?") as task:
+            flaky = i % 4 != 0  # weather_v2 fails 3 times in 4
+            task.tool_call(name="weather_v2", arguments={}, output=None, error="Timeout" if flaky else None)
+            task.tool_call(name="get_weather", arguments={}, output="sunny", attempt=2 if flaky else 1)
+            task.tool_call(name="legacy_geo", arguments={}, error="410 Gone")
+            task.finish("sunny", success=True)
+        with fw.task(session_id=f"b{i}", input=f"book a table for {i % 6 + 2} people tonight") as task:
+            task.tool_call(name="book_table", arguments={}, output="ok")
+            task.finish("booked", success=True)
+    fw.flush()
+    fw.close()
+    dataset = curate(store, "ops", parse_rules(DEFAULT_RULES)).dataset_id
+    candidate = STRATEGIES["tool_policy"]().build(store, "ops", dataset, None)
+    policy = candidate.version.config["tool_policy"]
+    assert policy["deny"] == ["legacy_geo"]
+    [weather] = policy["intents"]  # booking has nothing to choose between
+    assert weather["prefer"] == ["get_weather"] and weather["avoid"] == ["legacy_geo", "weather_v2"]
+    assert (
+        weather["stats"]["weather_v2"]["error_rate"] == 0.75
+        and weather["stats"]["get_weather"]["calls"] == 40
+    )
+    assert any("weather_v2 fails 75% of 40 calls" in change for change in candidate.changes)
+    config = AgentConfig.from_version(candidate.version)
+    hint = config.tool_hint([{"role": "user", "content": "weather in Paris today?"}])
+    assert "prefer get_weather" in hint and "weather_v2" in hint
+    assert config.tool_hint([{"role": "user", "content": "book a table for four"}]) == ""
+    tools = [
+        {"type": "function", "function": {"name": n, "parameters": {}}} for n in ("legacy_geo", "get_weather")
+    ]
+    assert [t["function"]["name"] for t in ToolAgent(None, config).offered_tools(tools)] == ["get_weather"]

@@ -107,6 +107,33 @@ class AgentConfig:
         values = {**defaults, **{k: v for k, v in config.items() if k in known}}
         return cls(**values, few_shot=shots, few_shot_pool=pool, version_id=version.id)
 
+    def system_for(self, messages: list[dict[str, Any]]) -> str:
+        """The system prompt of this request: the version's, with its intent's tool hint."""
+        hint = self.tool_hint(messages)
+        return f"{self.system()}\n\n{hint}".strip() if hint else self.system()
+
+    def tool_hint(self, messages: list[dict[str, Any]]) -> str:
+        """The tool policy's hint for the intent this request belongs to (nearest
+        intent centroid above the policy's threshold), or ""."""
+        intents = self.tool_policy.get("intents") or []
+        if not intents:
+            return ""
+        import numpy as np
+
+        from flywheel.models.embedding import Embedder
+
+        centroids = _centroids(self.version_id or "", intents)
+        query = np.asarray(Embedder().embed([last_user_text(messages)])[0], dtype=np.float32)
+        similarity = centroids @ query
+        best = int(np.argmax(similarity))
+        if similarity[best] < float(self.tool_policy.get("threshold", 0.6)):
+            return ""
+        intent = intents[best]
+        return (
+            f"For this kind of request prefer {', '.join(intent['prefer'])}; "
+            f"avoid {', '.join(intent['avoid'])} (it often fails here)."
+        )
+
     def shots_for(self, messages: list[dict[str, Any]]) -> list[FewShot]:
         """The examples this request is shown: chosen for it, or the version's fixed ones."""
         if self.few_shot_pool is not None:
@@ -128,6 +155,26 @@ class AgentConfig:
 
 
 _pools: dict[str, FewShotPool] = {}
+_intent_centroids: dict[str, Any] = {}
+
+
+def _centroids(version_id: str, intents: list[dict[str, Any]]) -> Any:
+    """A version's intent centroids as unit rows, decoded once per process."""
+    import base64
+
+    import numpy as np
+
+    if version_id not in _intent_centroids or not version_id:
+        rows = [
+            np.frombuffer(base64.b64decode(i["centroid"]), dtype=np.float16).astype(np.float32)
+            for i in intents
+        ]
+        matrix = np.stack(rows)
+        matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-9)
+        if not version_id:
+            return matrix
+        _intent_centroids[version_id] = matrix
+    return _intent_centroids[version_id]
 
 
 def _pool(version_id: str, data: dict[str, Any]) -> FewShotPool:
@@ -177,7 +224,7 @@ class ToolAgent:
         note: str = "",
     ) -> ChatResult:
         """One model call, logged as a step and counted (calls, cost) in ``outcome``."""
-        system = self.config.system()
+        system = self.config.system_for(messages)
         if note:
             system = f"{system}\n\n{note}".strip()
         request = ChatRequest(

@@ -178,7 +178,7 @@ def evaluate_version(
         request = ChatRequest(
             messages=item.messages,
             tools=agent.offered_tools(item.tools),
-            system=config.system(),
+            system=config.system_for(item.messages),
             few_shot=config.shots_for(item.messages),
             max_tokens=config.max_tokens,
         )

@@ -1,6 +1,6 @@
 """Improve owns turning a curated dataset and the current agent version into a
 candidate version, one strategy per module (few-shot, fixed or per request;
-prompt rules; knowledge, tool policy and fine-tuning follow), each recording
+prompt rules; tool policy; knowledge and fine-tuning follow), each recording
 what it changed."""
 
 from collections.abc import Callable
@@ -9,6 +9,7 @@ from typing import Protocol
 
 from flywheel.improve.few_shot import Candidate, FewShotStrategy
 from flywheel.improve.prompt_rules import PromptRulesStrategy
+from flywheel.improve.tool_policy import ToolPolicyStrategy
 from flywheel.records import AgentVersion
 from flywheel.store import Store
 
@@ -26,6 +27,14 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "few_shot": FewShotStrategy,
     "few_shot_per_request": partial(FewShotStrategy, name="few_shot_per_request", per_request=True),
     "prompt_rules": PromptRulesStrategy,
+    "tool_policy": ToolPolicyStrategy,
 }
 
-__all__ = ["STRATEGIES", "Candidate", "FewShotStrategy", "PromptRulesStrategy", "Strategy"]
+__all__ = [
+    "STRATEGIES",
+    "Candidate",
+    "FewShotStrategy",
+    "PromptRulesStrategy",
+    "Strategy",
+    "ToolPolicyStrategy",
+]
