@@ -176,3 +176,122 @@ def test_tool_policy_prefers_what_works_per_intent_and_denies_what_never_does(se
         {"type": "function", "function": {"name": n, "parameters": {}}} for n in ("legacy_geo", "get_weather")
     ]
     assert [t["function"]["name"] for t in ToolAgent(None, config).offered_tools(tools)] == ["get_weather"]
+
+
+def _fake_fine_tuning_api(seen, final="succeeded"):
+    """The documented shape of OpenAI's files and fine-tuning endpoints, in process."""
+    import json as _json
+
+    import httpx
+
+    statuses = iter(["queued", "running", final])
+
+    def job(status):
+        return {
+            "id": "ftjob-1",
+            "object": "fine_tuning.job",
+            "model": "gpt-4o-mini-2024-07-18",
+            "created_at": 1,
+            "finished_at": None,
+            "fine_tuned_model": "ft:gpt-4o-mini-2024-07-18:org:flywheel:abc123"
+            if status == "succeeded"
+            else None,
+            "organization_id": "org",
+            "result_files": [],
+            "status": status,
+            "validation_file": None,
+            "training_file": "file-abc",
+            "hyperparameters": {"n_epochs": "auto"},
+            "trained_tokens": None,
+            "seed": 0,
+            "error": {"code": "invalid_file", "message": "line 3: bad", "param": None}
+            if status == "failed"
+            else None,
+        }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["authorization"] == "Bearer sk-test"
+        if request.method == "POST" and request.url.path == "/v1/files":
+            body = request.read()
+            assert b'name="purpose"' in body and b"fine-tune" in body
+            lines = [
+                ln
+                for part in body.split(b"\r\n")
+                for ln in part.split(b"\n")
+                if ln.startswith(b'{"messages"')
+            ]
+            seen["lines"] = [_json.loads(ln) for ln in lines]
+            return httpx.Response(
+                200,
+                json={
+                    "id": "file-abc",
+                    "object": "file",
+                    "bytes": len(body),
+                    "created_at": 1,
+                    "filename": "train.jsonl",
+                    "purpose": "fine-tune",
+                    "status": "processed",
+                },
+            )
+        if request.method == "POST" and request.url.path == "/v1/fine_tuning/jobs":
+            seen["job"] = _json.loads(request.read())
+            return httpx.Response(200, json=job("validating_files"))
+        if request.method == "GET" and request.url.path == "/v1/fine_tuning/jobs/ftjob-1":
+            return httpx.Response(200, json=job(next(statuses)))
+        return httpx.Response(404, json={"error": {"message": f"no route {request.url.path}"}})
+
+    return handler
+
+
+@pytest.mark.parametrize("final", ["succeeded", "failed"])
+def test_fine_tuning_through_an_openai_compatible_api(settings, store, final):
+    import httpx
+    import openai
+
+    from flywheel.improve.fine_tune_api import OpenAIFineTuneStrategy
+
+    fw = flywheel.init("shop", settings=settings)
+    for i in range(40):
+        log(
+            fw,
+            f"weather in town {i}?",
+            [{"name": "get_weather", "arguments": {"city": f"t{i}"}}],
+            session=f"s{i}",
+        )
+    fw.flush()
+    fw.close()
+    dataset = curate(store, "shop", parse_rules(DEFAULT_RULES)).dataset_id
+    base = create_version(store, "shop", {"model": "openai:gpt-4o-mini-2024-07-18@http://ft.test/v1"})
+    seen: dict = {}
+
+    def client(base_url, api_key):
+        assert base_url == "http://ft.test/v1"
+        transport = httpx.MockTransport(_fake_fine_tuning_api(seen, final))
+        return openai.OpenAI(
+            base_url=base_url, api_key="sk-test", http_client=httpx.Client(transport=transport)
+        )
+
+    strategy = OpenAIFineTuneStrategy(poll_seconds=0, client_factory=client)
+    if final == "failed":
+        with pytest.raises(InvalidInput, match="fine-tuning job ftjob-1 failed: line 3: bad"):
+            strategy.build(store, "shop", dataset, base)
+        return
+    candidate = strategy.build(store, "shop", dataset, base)
+    assert (
+        candidate.version.config["model"]
+        == "openai:ft:gpt-4o-mini-2024-07-18:org:flywheel:abc123@http://ft.test/v1"
+    )
+    assert seen["job"] == {
+        "model": "gpt-4o-mini-2024-07-18",
+        "training_file": "file-abc",
+        "suffix": "flywheel",
+    }
+    train = {r["messages"][-1]["content"] for r in store.dataset_examples(dataset, "train")}
+    held_out = {r["messages"][-1]["content"] for r in store.dataset_examples(dataset, "eval")}
+    uploaded = {line["messages"][-2]["content"] for line in seen["lines"]}
+    assert uploaded == train and not uploaded & held_out  # the held-out split never trains
+    call = seen["lines"][0]["messages"][-1]["tool_calls"][0]
+    assert isinstance(call["function"]["arguments"], str)  # OpenAI's format: arguments as a JSON string
+    assert "ftjob-1" in candidate.changes[0] and candidate.version.parent_id == base.id
+    with pytest.raises(InvalidInput, match="needs openai:MODEL"):
+        strategy.build(store, "shop", dataset, create_version(store, "shop", {"model": "local"}))

@@ -8,6 +8,7 @@ from functools import partial
 from typing import Protocol
 
 from flywheel.improve.few_shot import Candidate, FewShotStrategy
+from flywheel.improve.fine_tune_api import OpenAIFineTuneStrategy
 from flywheel.improve.prompt_rules import PromptRulesStrategy
 from flywheel.improve.tool_policy import ToolPolicyStrategy
 from flywheel.records import AgentVersion
@@ -28,6 +29,7 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "few_shot_per_request": partial(FewShotStrategy, name="few_shot_per_request", per_request=True),
     "prompt_rules": PromptRulesStrategy,
     "tool_policy": ToolPolicyStrategy,
+    "openai_fine_tune": OpenAIFineTuneStrategy,
 }
 
 __all__ = [
