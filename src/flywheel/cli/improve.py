@@ -12,7 +12,8 @@ from flywheel.cli.common import console, open_store, print_json
 def improve(
     workload: Annotated[str, typer.Option(help="The workload.")],
     strategy: Annotated[
-        str, typer.Option(help="few_shot, few_shot_per_request, prompt_rules, tool_policy or openai_fine_tune.")
+        str,
+        typer.Option(help="few_shot, few_shot_per_request, prompt_rules, tool_policy or openai_fine_tune."),
     ] = "few_shot",
     dataset: Annotated[str | None, typer.Option(help="Dataset version (default: the latest).")] = None,
     k: Annotated[int, typer.Option(min=1, max=16, help="Few-shot examples to choose.")] = 4,
