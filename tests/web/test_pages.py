@@ -84,6 +84,10 @@ def test_forms_need_the_csrf_token_of_the_session(app_client, store, tasks):
         "adopted": True,
         "rationale": "fine",
     }
+    elsewhere = app_client.post(
+        url, data={"action": "approve", "csrf": token}, headers={"Origin": "https://evil.example"}
+    )
+    assert elsewhere.status_code == 403 and "posted from https://evil.example" in elsewhere.text
     store.revoke_key(record.id)  # revoking the key ends its sessions
     assert app_client.get("/ui/tasks", follow_redirects=False).status_code == 303
 

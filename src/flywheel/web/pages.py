@@ -11,7 +11,7 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -81,8 +81,17 @@ def _user(request: Request) -> Any:
     return request.state.user[0]
 
 
+def _same_origin(request: Request) -> None:
+    """Browsers name the page a form was posted from; refuse another site's (this also
+    guards a server run with --no-auth, where there is no session to bind a token to)."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
+        raise Forbidden(f"a form posted from {origin} is refused", hint="use the pages of this server")
+
+
 async def _form(request: Request) -> dict[str, str]:
     """A urlencoded form, checked for its CSRF token when the request came with a cookie."""
+    _same_origin(request)
     body = (await request.body()).decode("utf-8", errors="replace")
     form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
     _, cookie = request.state.user
@@ -108,6 +117,7 @@ def login_page(request: Request, next: str | None = None, error: str | None = No
 
 @router.post("/login")
 async def login(request: Request) -> Response:
+    _same_origin(request)
     body = (await request.body()).decode("utf-8", errors="replace")
     form = {k: v[-1] for k, v in parse_qs(body).items()}
     nonce = request.cookies.get(LOGIN_COOKIE, "")
