@@ -211,9 +211,10 @@ def _advance(bar: Progress, job: TaskID, done: int) -> None:
 
 def _print_row(row: dict[str, Any]) -> None:
     acc = f"{row['accuracy']:.1%}" if row["accuracy"] is not None else "not measured"
+    took = f"{row['cycle_seconds']:.0f} s" if row["cycle_seconds"] is not None else "time unknown"
     console(stderr=True).print(
         f"cycle {row['cycle']}: {row['outcome']}; serving {row['served_version']} "
-        f"(held-out accuracy {acc}); {row['cycle_seconds']:.0f} s, bottleneck {row['bottleneck']}",
+        f"(held-out accuracy {acc}); {took}, bottleneck {row['bottleneck'] or '-'}",
         highlight=False,
     )
 
