@@ -177,15 +177,10 @@ def demo(
                 if not json:
                     _print_row(row)
     fw.close()
-    home = config.home
-    report = None
-    try:
-        from flywheel.web.report import write_report
+    from flywheel.web.report import write_report
 
-        with open_store() as store:
-            report = str(write_report(store, DEMO_WORKLOAD, home / "report"))
-    except ImportError:  # the web extra is not installed
-        pass
+    with open_store() as store:
+        report = str(write_report(store, DEMO_WORKLOAD, config.home / "report"))
     summary = {
         "workload": DEMO_WORKLOAD,
         "simulated": True,
