@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 from flywheel.agents.tool_agent import AgentConfig
 from flywheel.curate import DEFAULT_RULES, load_rules, parse_rules
 from flywheel.curate import curate as run_curate
-from flywheel.cycle.lock import StoreLock
+from flywheel.cycle.lock import StoreLock, _aware
 from flywheel.deploy import create_version, deployment, get_version, promote, rollback, set_canary
 from flywheel.deploy.live import LivePolicy, live_rates
 from flywheel.deploy.live import watch as watch_canary
@@ -148,10 +148,6 @@ class _Context:
 
 class _Wait(Exception):
     """A stage cannot finish yet (pending reviews): the cycle pauses."""
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _default_model_for(config: AgentConfig) -> ChatModel:

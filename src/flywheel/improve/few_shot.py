@@ -37,6 +37,28 @@ class Candidate:
     changes: list[str] = field(default_factory=list)
 
 
+def make_candidate(
+    store: Store,
+    workload: str,
+    config: dict[str, Any],
+    *,
+    strategy: str,
+    dataset_id: str,
+    current: AgentVersion | None,
+    changes: list[str],
+) -> Candidate:
+    """The candidate version of ``config``, a child of ``current``, with what changed."""
+    version = create_version(
+        store,
+        workload,
+        config,
+        parent_id=current.id if current else None,
+        dataset_id=dataset_id,
+        strategy=strategy,
+    )
+    return Candidate(version, changes)
+
+
 def _tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
@@ -155,12 +177,12 @@ class FewShotStrategy:
                 changes.append(
                     f"few-shot example {n + 1}: {questions[i][:80]!r} ({pool[i]['source']}, tools {names})"
                 )
-        version = create_version(
+        return make_candidate(
             store,
             workload,
             config,
-            parent_id=current.id if current else None,
-            dataset_id=dataset_id,
             strategy=self.name,
+            dataset_id=dataset_id,
+            current=current,
+            changes=changes,
         )
-        return Candidate(version, changes)

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.curate.export import export_dataset
-from flywheel.deploy import create_version
 from flywheel.errors import ConfigError, InvalidInput, StoreUnavailable
-from flywheel.improve.few_shot import Candidate
+from flywheel.improve.few_shot import Candidate, make_candidate
 from flywheel.records import AgentVersion
 from flywheel.store import Store
 
@@ -98,19 +97,19 @@ class OpenAIFineTuneStrategy:
             message = getattr(error, "message", None) or str(error or "no reason given")
             raise InvalidInput(f"fine-tuning job {job.id} {job.status}: {message}")
         config["model"] = f"openai:{job.fine_tuned_model}" + (f"@{base_url}" if base_url else "")
-        version = create_version(
-            store,
-            workload,
-            config,
-            parent_id=current.id if current else None,
-            dataset_id=dataset_id,
-            strategy=self.name,
-        )
         changes = [
             f"model {model} -> {job.fine_tuned_model}: fine-tuned by job {job.id} on {count} train examples "
             f"(file {uploaded.id}, sha256 {digest[:16]})"
         ]
-        return Candidate(version, changes)
+        return make_candidate(
+            store,
+            workload,
+            config,
+            strategy=self.name,
+            dataset_id=dataset_id,
+            current=current,
+            changes=changes,
+        )
 
     def _say(self, text: str) -> None:
         if self.progress:

@@ -21,9 +21,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from flywheel.deploy import create_version
 from flywheel.errors import InvalidInput
-from flywheel.improve.few_shot import Candidate
+from flywheel.improve.few_shot import Candidate, make_candidate
 from flywheel.models.base import last_user_text
 from flywheel.records import AgentVersion
 from flywheel.store import Store
@@ -127,12 +126,12 @@ class PromptRulesStrategy:
             )
         config: dict[str, Any] = dict(current.config) if current else {"model": "local"}
         config["rules"] = [r for r in config.get("rules") or [] if r not in rules] + rules
-        version = create_version(
+        return make_candidate(
             store,
             workload,
             config,
-            parent_id=current.id if current else None,
-            dataset_id=dataset_id,
             strategy=self.name,
+            dataset_id=dataset_id,
+            current=current,
+            changes=changes,
         )
-        return Candidate(version, changes)

@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import and_, exists, select
 
-from flywheel.deploy import create_version
 from flywheel.errors import InvalidInput
-from flywheel.improve.few_shot import Candidate
+from flywheel.improve.few_shot import Candidate, make_candidate
 from flywheel.records import AgentVersion
 from flywheel.store import Store
 from flywheel.store import tables as t
@@ -166,12 +165,12 @@ class ToolPolicyStrategy:
         policy["intents"] = intents
         policy["threshold"] = self.threshold
         config["tool_policy"] = policy
-        version = create_version(
+        return make_candidate(
             store,
             workload,
             config,
-            parent_id=current.id if current else None,
-            dataset_id=dataset_id,
             strategy=self.name,
+            dataset_id=dataset_id,
+            current=current,
+            changes=changes,
         )
-        return Candidate(version, changes)
