@@ -99,13 +99,18 @@ class AgentConfig:
     def from_version(cls, version: AgentVersion | None, **defaults: Any) -> AgentConfig:
         if version is None:
             return cls(**defaults)
-        config = dict(version.config)
+        return cls.from_config(version.config, version.id, **defaults)
+
+    @classmethod
+    def from_config(cls, data: dict[str, Any], version_id: str | None = None, **defaults: Any) -> AgentConfig:
+        """The config of a version's bundle (``version_id`` keys per-process caches)."""
+        config = dict(data)
         shots = [FewShot(s["question"], s["calls"], s.get("tools") or []) for s in config.pop("few_shot", [])]
         pool_data = config.pop("few_shot_pool", None)
-        pool = _pool(version.id, pool_data) if pool_data else None
+        pool = _pool(version_id or "", pool_data) if pool_data else None
         known = {f for f in cls.__dataclass_fields__ if f not in ("few_shot", "few_shot_pool", "version_id")}
         values = {**defaults, **{k: v for k, v in config.items() if k in known}}
-        return cls(**values, few_shot=shots, few_shot_pool=pool, version_id=version.id)
+        return cls(**values, few_shot=shots, few_shot_pool=pool, version_id=version_id)
 
     def system_for(self, messages: list[dict[str, Any]]) -> str:
         """The system prompt of this request: the version's, with its intent's tool hint."""
@@ -179,6 +184,8 @@ def _centroids(version_id: str, intents: list[dict[str, Any]]) -> Any:
 
 def _pool(version_id: str, data: dict[str, Any]) -> FewShotPool:
     """A version's pool, decoded once per process (configs are immutable)."""
+    if not version_id:
+        return FewShotPool.from_config(data)
     if version_id not in _pools:
         _pools[version_id] = FewShotPool.from_config(data)
     return _pools[version_id]

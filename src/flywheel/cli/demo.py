@@ -121,7 +121,7 @@ def demo(
     users = SimulatedUsers(correction_rate=0.5)
 
     def model_for(agent_config):  # type: ignore[no-untyped-def]
-        return load_model(agent_config.model, adapter=agent_config.adapter)
+        return load_model(agent_config.model, adapter=agent_config.adapter, store=store)
 
     err = console(stderr=True)
     rows: list[dict[str, Any]] = []

@@ -60,7 +60,7 @@ def eval_(
                 raise typer.BadParameter(f"version {version.id} belongs to workload {version.workload!r}")
 
         def model_for(config):  # type: ignore[no-untyped-def]
-            return load_model(config.model, adapter=config.adapter)
+            return load_model(config.model, adapter=config.adapter, store=store)
 
         results = {}
         with Progress(console=console(stderr=True), disable=json, transient=True) as bar:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from flywheel.cli.common import console, print_json, settings
+from flywheel.cli.common import console, open_store, print_json, settings
 
 
 def simulate(
@@ -46,6 +46,7 @@ def simulate(
     from flywheel.agents.simulate import simulate as run
     from flywheel.errors import InvalidInput
     from flywheel.models.registry import load_model
+    from flywheel.store.artefacts import is_ref
     from flywheel.workloads import load_categories
     from flywheel.workloads.bfcl import WorkloadItem, load_jsonl
     from flywheel.workloads.bfcl_multi import MultiTurnItem
@@ -66,10 +67,15 @@ def simulate(
         store_name = name or path.stem
     answers = {item.question: item.reference_calls() for item in items if hasattr(item, "reference_calls")}
 
+    stores: list[Any] = []  # opened only to read an adapter pinned as an artefact
+
     def model_for(config):  # type: ignore[no-untyped-def]
+        if config.adapter and is_ref(config.adapter) and not stores:
+            stores.append(open_store())
         return load_model(
             config.model,
             adapter=config.adapter,
+            store=stores[0] if stores else None,
             replay_answers=answers,
             replay_error_rate=teacher_error_rate,
             seed=seed,

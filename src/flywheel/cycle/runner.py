@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -150,10 +151,10 @@ class _Wait(Exception):
     """A stage cannot finish yet (pending reviews): the cycle pauses."""
 
 
-def _default_model_for(config: AgentConfig) -> ChatModel:
+def _default_model_for(store: Store, config: AgentConfig) -> ChatModel:
     from flywheel.models.registry import load_model
 
-    return load_model(config.model, adapter=config.adapter)
+    return load_model(config.model, adapter=config.adapter, store=store)
 
 
 # ------------------------------------------------------------------ stages
@@ -511,7 +512,7 @@ def run_cycle(
             workload,
             chosen,
             row["id"],
-            model_for or _default_model_for,
+            model_for or partial(_default_model_for, store),
             traffic,
             progress or (lambda stage, text: None),
         )

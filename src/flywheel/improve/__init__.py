@@ -1,7 +1,8 @@
 """Improve owns turning a curated dataset and the current agent version into a
 candidate version, one strategy per module (few-shot, fixed or per request;
-prompt rules; tool policy; knowledge and fine-tuning follow), each recording
-what it changed."""
+prompt rules; tool policy; knowledge; LoRA fine-tuning of the local student,
+or fine-tuning through an OpenAI-compatible API), each recording what it
+changed."""
 
 from collections.abc import Callable
 from functools import partial
@@ -9,6 +10,7 @@ from typing import Protocol
 
 from flywheel.improve.few_shot import Candidate, FewShotStrategy
 from flywheel.improve.fine_tune_api import OpenAIFineTuneStrategy
+from flywheel.improve.lora import LoraStrategy
 from flywheel.improve.prompt_rules import PromptRulesStrategy
 from flywheel.improve.tool_policy import ToolPolicyStrategy
 from flywheel.records import AgentVersion
@@ -30,12 +32,14 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "prompt_rules": PromptRulesStrategy,
     "tool_policy": ToolPolicyStrategy,
     "openai_fine_tune": OpenAIFineTuneStrategy,
+    "lora": LoraStrategy,
 }
 
 __all__ = [
     "STRATEGIES",
     "Candidate",
     "FewShotStrategy",
+    "LoraStrategy",
     "PromptRulesStrategy",
     "Strategy",
     "ToolPolicyStrategy",

@@ -4,17 +4,23 @@ local                    the bundled student (Gemma 3 270M, llama.cpp)
 local:/path/model.gguf   another GGUF in llama.cpp
 openai:MODEL[@BASE_URL]  any OpenAI-compatible endpoint (key: OPENAI_API_KEY or the arg)
 replay                   the simulated teacher (answers from ground truth)
+
+A LoRA adapter is a GGUF path or an artefact reference (``sha256:...``) that
+is read from the store into a local cache.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flywheel.errors import ConfigError
 from flywheel.models.base import ChatModel
 
-__all__ = ["load_model"]
+if TYPE_CHECKING:
+    from flywheel.store import Store
+
+__all__ = ["adapter_file", "load_model"]
 
 _cache: dict[tuple[str, str | None], ChatModel] = {}
 
@@ -27,6 +33,7 @@ def load_model(
     replay_answers: dict[str, list[dict[str, Any]]] | None = None,
     replay_error_rate: float = 0.1,
     seed: int = 0,
+    store: Store | None = None,
 ) -> ChatModel:
     key = (spec, adapter)
     if key in _cache:
@@ -36,7 +43,7 @@ def load_model(
         from flywheel.models.local import LocalModel
 
         path = Path(spec.split(":", 1)[1]) if ":" in spec else None
-        model = LocalModel(path, lora_path=Path(adapter) if adapter else None)
+        model = LocalModel(path, lora_path=adapter_file(adapter, store) if adapter else None)
     elif spec.startswith("openai:"):
         from flywheel.models.remote import OpenAIModel
 
@@ -54,3 +61,20 @@ def load_model(
         )
     _cache[key] = model
     return model
+
+
+def adapter_file(adapter: str, store: Store | None) -> Path:
+    """The local file of an adapter given as a path or as an artefact reference."""
+    from flywheel.store.artefacts import artefact_path, is_ref
+
+    if not is_ref(adapter):
+        return Path(adapter)
+    if store is None:
+        raise ConfigError(
+            f"adapter {adapter} is an artefact in the store, and no store was given to read it from",
+            hint="pass the store (load_model(..., store=store))",
+        )
+    import os
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "data-flywheel" / "artefacts"
+    return artefact_path(store, adapter, cache, ".gguf")

@@ -357,3 +357,47 @@ alerts = Table(
     Column("cycle_id", ID),  # the cycle it triggered, if any
     Index(None, "workload", "detected_at"),
 )
+
+# Content-addressed binary artefacts a version pins (LoRA adapters, knowledge
+# index snapshots): the bytes live in the store, so every machine that can read
+# the store can serve the version.
+artefacts = Table(
+    "artefacts",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("meta", Json, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", Time, nullable=False),
+)
+
+# The agent's knowledge: items from corrections, missing-knowledge annotations
+# and registered data sources, each with its source and freshness.
+knowledge_items = Table(
+    "knowledge_items",
+    metadata,
+    Column("id", ID, primary_key=True),  # hash of (workload, normalised text)
+    Column("workload", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("source_kind", String(40), nullable=False),  # correction | missing_knowledge | source
+    Column("source_ref", Text, nullable=False),  # task id, or source id + path
+    Column("created_at", Time, nullable=False),
+    Column("refreshed_at", Time, nullable=False),  # last time its source confirmed it
+    Column("stale", Boolean, nullable=False),
+    Column("embedding_model", String(200)),
+    Column("vector", LargeBinary),  # float32, unit length
+    Index(None, "workload", "stale"),
+)
+
+knowledge_sources = Table(
+    "knowledge_sources",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("workload", String(200), nullable=False),
+    Column("uri", Text, nullable=False),  # a file, a folder, or an http(s) URL
+    Column("every_seconds", Integer, nullable=False),
+    Column("last_read_at", Time),
+    Column("state", Json, nullable=False),  # {document: sha256 of its content}
+    Column("created_at", Time, nullable=False),
+)

@@ -1,0 +1,105 @@
+"""LoRA fine-tuning of the real student: trained in torch, served by llama.cpp.
+
+Slow (about two minutes on 2 cores: a one-off conversion of the GGUF, then
+training); SQLite only: the store's part (artefacts) is tested on both
+backends in tests/store/test_artefacts.py.
+"""
+
+import json
+
+import pytest
+
+import flywheel
+from flywheel.curate import DEFAULT_RULES, curate, parse_rules
+from flywheel.deploy import create_version
+from flywheel.errors import ConfigError, InvalidInput
+from flywheel.evaluate.ast_check import check_calls
+from flywheel.models.base import ChatRequest
+from flywheel.models.registry import load_model
+from flywheel.store.artefacts import get_artefact
+
+pytestmark = pytest.mark.model
+pytest.importorskip("peft", reason="needs the train extra")
+
+
+def _log_teacher_answers(fw, items):
+    for n, item in enumerate(items):
+        with fw.task(session_id=f"s{n}", input=item.question) as task:
+            calls = item.reference_calls()
+            task.llm_call(
+                model="teacher",
+                messages=item.messages,
+                tools=item.tools,
+                response={
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": f"c{i}",
+                            "type": "function",
+                            "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+                        }
+                        for i, c in enumerate(calls)
+                    ],
+                },
+            )
+            task.finish(calls, success=True, confidence=0.95)
+    fw.flush()
+
+
+def _correct(model, rows):
+    right = 0
+    for row in rows:
+        result = model.complete(ChatRequest(messages=row["messages"], tools=row["tools"], max_tokens=160))
+        expected = [
+            {c["name"]: {k: [v] for k, v in c["arguments"].items()}} for c in row["target"]["tool_calls"]
+        ]
+        right += check_calls(result.calls, expected, row["tools"]).correct
+    return right
+
+
+def test_lora_adapter_learns_the_train_split_and_llama_cpp_serves_it(settings, store, backend):
+    if backend != "sqlite":
+        pytest.skip("the model part runs once")
+    from flywheel.improve.lora import LoraSettings, LoraStrategy
+    from flywheel.workloads.bfcl import load_bfcl
+
+    fw = flywheel.init("bfcl", settings=settings)
+    _log_teacher_answers(fw, load_bfcl(["simple_python"], limit=36, seed=3))
+    fw.close()
+    rules = parse_rules(DEFAULT_RULES.replace("eval: 0.2, few_shot: 0.1", "eval: 0.0, few_shot: 0.0"))
+    dataset = curate(store, "bfcl", rules).dataset_id
+    train = store.dataset_examples(dataset, "train")
+    assert len(train) >= 30
+
+    base = create_version(store, "bfcl", {"model": "local", "max_tokens": 160})
+    said: list[str] = []
+    strategy = LoraStrategy(settings=LoraSettings(epochs=3, batch_size=4), progress=said.append)
+    candidate = strategy.build(store, "bfcl", dataset, base)
+
+    ref = candidate.version.config["adapter"]
+    meta, data = get_artefact(store, ref)
+    assert meta["kind"] == "lora-adapter" and meta["dataset_id"] == dataset
+    assert meta["examples"] == len(train) and data[:4] == b"GGUF"
+    assert meta["losses"][-1] < meta["losses"][0]  # it learnt
+    assert candidate.version.parent_id == base.id and candidate.version.strategy == "lora"
+    assert "examples/s" in candidate.changes[0] and any("step" in line for line in said)
+
+    sample = train[:16]
+    before = _correct(load_model("local"), sample)
+    after = _correct(load_model("local", adapter=ref, store=store), sample)
+    assert after >= before + 6, (before, after)
+
+
+def test_lora_refuses_a_model_behind_an_api_and_a_tiny_dataset(settings, store):
+    from flywheel.improve.lora import LoraSettings, LoraStrategy
+
+    fw = flywheel.init("shop", settings=settings)
+    fw.close()
+    version = create_version(store, "shop", {"model": "openai:gpt-4o-mini"})
+    with pytest.raises(InvalidInput, match="LoRA trains the local student"):
+        LoraStrategy().build(store, "shop", "ds-missing", version)
+    with pytest.raises(InvalidInput, match="learning_rate"):
+        LoraSettings(learning_rate=3.0)
+    with pytest.raises(ConfigError, match="no store was given"):
+        load_model("local", adapter="sha256:" + "0" * 64)
