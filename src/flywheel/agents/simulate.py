@@ -183,7 +183,9 @@ def simulate(
     for i in range(tasks):
         item = items[rng.randrange(len(items))]
         session = f"sim-{seed}-{rng.randrange(sessions)}"
-        config = AgentConfig.from_version(fw.agent_config(session_id=session), model=default_model)
+        config = AgentConfig.from_version(
+            fw.agent_config(session_id=session), model=default_model, artefacts=fw.artefact
+        )
         agent = ToolAgent(model_for(config), config)
         served = serve(fw, agent, item, session)
         report.served.append(served)

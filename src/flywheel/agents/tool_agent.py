@@ -18,10 +18,12 @@ whether the answer was right is for users, reviewers and evaluation to say.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from flywheel.agents.knowledge import KnowledgeIndex, Retrieved
 from flywheel.models.base import ChatModel, ChatRequest, ChatResult, FewShot, last_user_text
 from flywheel.models.pricing import PriceTable
 from flywheel.records import AgentVersion
@@ -93,29 +95,60 @@ class AgentConfig:
     max_tokens: int = 256
     adapter: str | None = None  # a LoRA adapter (GGUF) for the local model
     few_shot_pool: FewShotPool | None = None  # per-request examples (instead of few_shot)
+    knowledge_index: KnowledgeIndex | None = None  # the pinned snapshot retrieved from per request
     version_id: str | None = None
 
     @classmethod
-    def from_version(cls, version: AgentVersion | None, **defaults: Any) -> AgentConfig:
+    def from_version(
+        cls,
+        version: AgentVersion | None,
+        *,
+        artefacts: Callable[[str], bytes] | None = None,
+        **defaults: Any,
+    ) -> AgentConfig:
+        """``artefacts`` reads the artefacts a version pins (``store.artefacts.reader``
+        or the SDK's ``fw.artefact``)."""
         if version is None:
             return cls(**defaults)
-        return cls.from_config(version.config, version.id, **defaults)
+        return cls.from_config(version.config, version.id, artefacts=artefacts, **defaults)
 
     @classmethod
-    def from_config(cls, data: dict[str, Any], version_id: str | None = None, **defaults: Any) -> AgentConfig:
+    def from_config(
+        cls,
+        data: dict[str, Any],
+        version_id: str | None = None,
+        *,
+        artefacts: Callable[[str], bytes] | None = None,
+        **defaults: Any,
+    ) -> AgentConfig:
         """The config of a version's bundle (``version_id`` keys per-process caches)."""
         config = dict(data)
         shots = [FewShot(s["question"], s["calls"], s.get("tools") or []) for s in config.pop("few_shot", [])]
         pool_data = config.pop("few_shot_pool", None)
         pool = _pool(version_id or "", pool_data) if pool_data else None
-        known = {f for f in cls.__dataclass_fields__ if f not in ("few_shot", "few_shot_pool", "version_id")}
+        snapshot = config.pop("knowledge_snapshot", None)
+        index = KnowledgeIndex.pinned(snapshot, artefacts) if snapshot else None
+        derived = ("few_shot", "few_shot_pool", "knowledge_index", "version_id")
+        known = {f for f in cls.__dataclass_fields__ if f not in derived}
         values = {**defaults, **{k: v for k, v in config.items() if k in known}}
-        return cls(**values, few_shot=shots, few_shot_pool=pool, version_id=version_id)
+        return cls(**values, few_shot=shots, few_shot_pool=pool, knowledge_index=index, version_id=version_id)
+
+    def retrieve(self, messages: list[dict[str, Any]]) -> list[Retrieved]:
+        """The knowledge items retrieved for this request (none without a snapshot)."""
+        if self.knowledge_index is None:
+            return []
+        return self.knowledge_index.search(last_user_text(messages))
 
     def system_for(self, messages: list[dict[str, Any]]) -> str:
-        """The system prompt of this request: the version's, with its intent's tool hint."""
+        """The system prompt of this request: the version's, with the knowledge
+        retrieved for it and its intent's tool hint."""
+        system = self.system()
+        retrieved = self.retrieve(messages)
+        if retrieved:
+            facts = "\n".join(f"- {r.text}" for r in retrieved)
+            system = f"{system}\n\nRelevant knowledge:\n{facts}".strip()
         hint = self.tool_hint(messages)
-        return f"{self.system()}\n\n{hint}".strip() if hint else self.system()
+        return f"{system}\n\n{hint}".strip() if hint else system
 
     def tool_hint(self, messages: list[dict[str, Any]]) -> str:
         """The tool policy's hint for the intent this request belongs to (nearest
@@ -259,6 +292,22 @@ class ToolAgent:
         )
         return result
 
+    def _log_retrieval(self, task: TaskHandle, messages: list[dict[str, Any]]) -> None:
+        """The retrieval step of a request (once per request; the prompt uses the same items)."""
+        if self.config.knowledge_index is None:
+            return
+        query = last_user_text(messages)
+        started = time.time()
+        found = self.config.retrieve(messages)
+        task.retrieval(
+            query=query,
+            documents=[
+                {"id": r.id, "content": r.text, "score": round(r.score, 4), "source": r.source} for r in found
+            ],
+            started_at=started,
+            ended_at=time.time(),
+        )
+
     def answer(
         self, task: TaskHandle, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
     ) -> AgentOutcome:
@@ -266,6 +315,7 @@ class ToolAgent:
         offered = self.offered_tools(tools)
         outcome = AgentOutcome([], False, None)
         note = ""
+        self._log_retrieval(task, messages)
         for attempt in range(1 + self.config.max_retries):
             result = self._ask(task, outcome, messages, offered, note)
             outcome.calls, outcome.confidence, outcome.error = result.calls, result.confidence, result.error
@@ -296,6 +346,7 @@ class ToolAgent:
         attempts: dict[str, int] = {}
         for index, turn in enumerate(turns):
             messages.extend(turn)
+            self._log_retrieval(task, messages)
             for _ in range(self.config.max_steps):
                 result = self._ask(task, outcome, messages, offered)
                 if result.confidence is not None:

@@ -11,7 +11,20 @@ import sys
 
 import typer
 
-from flywheel.cli import curate, cycle, data, demo, deploy, evaluate, improve, keys, review, serve, simulate
+from flywheel.cli import (
+    curate,
+    cycle,
+    data,
+    demo,
+    deploy,
+    evaluate,
+    improve,
+    keys,
+    knowledge,
+    review,
+    serve,
+    simulate,
+)
 from flywheel.cli.common import console
 from flywheel.errors import FlywheelError
 
@@ -39,6 +52,7 @@ app.add_typer(deploy.versions_app, name="versions")
 app.add_typer(deploy.deploy_app, name="deploy")
 app.command("eval")(evaluate.eval_)
 app.command("improve")(improve.improve)
+app.add_typer(knowledge.knowledge_app, name="knowledge")
 app.add_typer(cycle.cycle_app, name="cycle")
 app.command("report")(cycle.report)
 app.add_typer(review.review_app, name="review")

@@ -13,7 +13,10 @@ def improve(
     workload: Annotated[str, typer.Option(help="The workload.")],
     strategy: Annotated[
         str,
-        typer.Option(help="few_shot, few_shot_per_request, prompt_rules, tool_policy or openai_fine_tune."),
+        typer.Option(
+            help="few_shot, few_shot_per_request, prompt_rules, tool_policy, knowledge, lora or "
+            "openai_fine_tune; combine with + (lora+prompt_rules: each builds on the one before)."
+        ),
     ] = "few_shot",
     dataset: Annotated[str | None, typer.Option(help="Dataset version (default: the latest).")] = None,
     k: Annotated[int, typer.Option(min=1, max=16, help="Few-shot examples to choose.")] = 4,
@@ -21,15 +24,21 @@ def improve(
 ) -> None:
     """Build a candidate agent version from the current one and a dataset version."""
     from flywheel.deploy import deployment, get_version
-    from flywheel.improve import STRATEGIES
+    from flywheel.errors import InvalidInput
+    from flywheel.improve import build_candidate, check_strategy
 
-    if strategy not in STRATEGIES:
-        raise typer.BadParameter(f"choose one of {', '.join(STRATEGIES)}", param_hint="--strategy")
+    try:
+        check_strategy(strategy)
+    except InvalidInput as exc:
+        raise typer.BadParameter(f"{exc.message}; {exc.hint}", param_hint="--strategy") from None
     with open_store() as store:
         data_id = store.get_dataset(dataset or workload)["id"]
         current = deployment(store, workload)
         base = get_version(store, current["stable_version"]) if current else None
-        candidate = STRATEGIES[strategy](k=k).build(store, workload, data_id, base)
+        say = console(stderr=True)
+        candidate = build_candidate(
+            store, workload, data_id, base, strategy, k=k, progress=lambda text: say.print(text, markup=False)
+        )
     v = candidate.version
     if json:
         print_json(

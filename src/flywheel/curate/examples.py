@@ -6,10 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zlib
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from flywheel.curate.rules import RulesFile
 from flywheel.models.base import last_user_text
@@ -20,6 +24,9 @@ __all__ = [
     "assess",
     "build_example",
     "dominant",
+    "dedup_text",
+    "lsh_components",
+    "minhash_signatures",
     "normalized_question",
     "near_duplicate_clusters",
     "preference_examples",
@@ -299,35 +306,103 @@ def _shingles(text: str, k: int = 3) -> set[str]:
     return {" ".join(words[i : i + k]) for i in range(max(1, len(words) - k + 1))}
 
 
-def near_duplicate_clusters(examples: list[Example], threshold: float, num_perm: int) -> list[list[int]]:
-    """Groups of examples whose question and target are near-duplicates (MinHash LSH)."""
-    from datasketch import MinHash, MinHashLSH
+def shingle_hash(shingle: bytes) -> int:
+    """The 32-bit hash of a shingle (CRC-32: fast, and the same in every process)."""
+    return zlib.crc32(shingle)
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    template = MinHash(num_perm=num_perm, seed=7)  # its permutations are made once, then shared
-    hashes = []
-    for i, example in enumerate(examples):
-        m = MinHash(num_perm=num_perm, seed=7, permutations=template.permutations, scheme=template.scheme)
-        text = example.question + " " + json.dumps(example.target, sort_keys=True)
-        m.update_batch([shingle.encode() for shingle in _shingles(text)])
-        hashes.append(m)
-        lsh.insert(str(i), m)
-    parent = list(range(len(examples)))
 
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
+def _fmix32(hv: np.ndarray) -> np.ndarray:
+    """MurmurHash3's finalizer, the pre-mix of datasketch's ``affine32`` scheme."""
+    hv = hv ^ (hv >> np.uint32(16))
+    hv = hv * np.uint32(0x85EBCA6B)
+    hv = hv ^ (hv >> np.uint32(13))
+    hv = hv * np.uint32(0xC2B2AE35)
+    return hv ^ (hv >> np.uint32(16))
 
-    for i, m in enumerate(hashes):
-        for j in lsh.query(m):
-            a, b = find(i), find(int(j))
-            if a != b:
-                parent[b] = a
+
+def minhash_signatures(
+    texts: Sequence[str], num_perm: int, *, seed: int = 7, chunk: int = 4096
+) -> np.ndarray:
+    """MinHash signatures (rows of ``num_perm`` uint32) of the texts' word 3-shingles.
+
+    The same values as ``datasketch.MinHash(num_perm, seed, hashfunc=shingle_hash)``
+    fed each text's shingles (its permutations, its ``affine32`` scheme), computed
+    for a chunk of texts at once in numpy instead of one object per text.
+    """
+    from datasketch import MinHash
+
+    a, b = MinHash(num_perm=num_perm, seed=seed).permutations
+    out = np.empty((len(texts), num_perm), dtype=np.uint32)
+    for start in range(0, len(texts), chunk):
+        hashes: list[int] = []
+        counts: list[int] = []
+        for text in texts[start : start + chunk]:
+            shingles = _shingles(text)
+            hashes.extend(zlib.crc32(x.encode()) for x in shingles)
+            counts.append(len(shingles))
+        mixed = _fmix32(np.asarray(hashes, dtype=np.uint32))
+        permuted = mixed[:, None] * a[None, :] + b[None, :]  # uint32: wraps mod 2^32, as datasketch's
+        offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        out[start : start + len(counts)] = np.minimum.reduceat(permuted, offsets, axis=0)
+    return out
+
+
+def lsh_components(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """A component label per row: rows sharing all values of any band (the
+    candidates ``datasketch.MinHashLSH`` returns for those parameters) are
+    joined, transitively. Labels are the smallest row index of the component."""
+    n = len(signatures)
+    labels = np.arange(n, dtype=np.int64)
+    if n < 2:
+        return labels
+    rng = np.random.default_rng(0)
+    orders, starts = [], []
+    for band in range(bands):
+        part = signatures[:, band * rows : (band + 1) * rows].astype(np.uint64)
+        weights = rng.integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
+        keys = (part * weights[None, :]).sum(axis=1, dtype=np.uint64)  # a 64-bit hash of the band
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        first = np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1]))
+        if first.all():
+            continue  # no bucket of this band holds two rows
+        orders.append(order)
+        starts.append(np.flatnonzero(first))
+    while True:  # propagate the smallest label through buckets until nothing changes
+        before = labels.copy()
+        for order, start in zip(orders, starts, strict=True):
+            smallest = np.minimum.reduceat(labels[order], start)
+            sizes = np.diff(np.append(start, len(order)))
+            labels[order] = np.minimum(labels[order], np.repeat(smallest, sizes))
+        while True:  # point every label at its own label's label
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+        if np.array_equal(labels, before):
+            return labels
+
+
+def lsh_parameters(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) that datasketch's MinHashLSH chooses for a threshold."""
+    from datasketch.lsh import _optimal_param
+
+    bands, rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
+    return int(bands), int(rows)
+
+
+def dedup_text(question: str, target: dict[str, Any]) -> str:
+    """What near-duplicate detection compares: the question and the target."""
+    return question + " " + json.dumps(target, sort_keys=True)
+
+
+def near_duplicate_clusters(texts: Sequence[str], threshold: float, num_perm: int) -> list[list[int]]:
+    """Groups of indices of near-duplicate texts (MinHash LSH, see ``lsh_components``)."""
+    bands, rows = lsh_parameters(threshold, num_perm)
+    labels = lsh_components(minhash_signatures(texts, num_perm), bands, rows)
     clusters: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(examples)):
-        clusters[find(i)].append(i)
+    for i, label in enumerate(labels.tolist()):
+        clusters[label].append(i)
     return list(clusters.values())
 
 

@@ -20,6 +20,7 @@ from flywheel.curate.examples import (
     Example,
     assess,
     build_example,
+    dedup_text,
     dominant,
     near_duplicate_clusters,
     normalized_question,
@@ -182,7 +183,8 @@ def curate(
     counts["exact_duplicates"] = len(pool) - len(by_id)
     pool = list(by_id.values())
     survivors = []
-    for cluster in near_duplicate_clusters(pool, rules.dedup.near_threshold, rules.dedup.num_perm):
+    texts = [dedup_text(e.question, e.target) for e in pool]
+    for cluster in near_duplicate_clusters(texts, rules.dedup.near_threshold, rules.dedup.num_perm):
         members = [pool[i] for i in cluster]
         survivors.append(max(members, key=lambda e: (e.source == "correction", e.task_at)))
     counts["near_duplicates"] = len(pool) - len(survivors)

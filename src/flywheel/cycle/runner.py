@@ -42,7 +42,7 @@ from flywheel.evaluate.offline import (
     gate,
     record_evaluation,
 )
-from flywheel.improve import STRATEGIES
+from flywheel.improve import STRATEGIES, build_candidate, check_strategy
 from flywheel.models.base import ChatModel
 from flywheel.records import new_id, utcnow
 from flywheel.store import Store
@@ -98,9 +98,11 @@ class CyclePolicy(BaseModel):
     after_watch: Literal["promote", "rollback"] = "promote"
 
     def model_post_init(self, __context: Any) -> None:
-        unknown = [s for s in self.strategies if s not in STRATEGIES]
-        if unknown:
-            raise ValueError(f"unknown strategies {unknown}; known: {sorted(STRATEGIES)}")
+        for spec in self.strategies:  # a name, or a combination such as lora+prompt_rules
+            try:
+                check_strategy(spec)
+            except InvalidInput as exc:
+                raise ValueError(f"{exc.message}; known: {sorted(STRATEGIES)}, combined with +") from None
 
     @classmethod
     def load(cls, path: Path) -> CyclePolicy:
@@ -238,9 +240,8 @@ def _improve(ctx: _Context) -> dict[str, Any]:
     base = get_version(ctx.store, ctx.outputs["baseline"]["stable_version"])
     candidates: list[dict[str, Any]] = []
     for name in ctx.policy.strategies:
-        strategy = STRATEGIES[name](k=ctx.policy.few_shot_k)
         try:
-            candidate = strategy.build(ctx.store, ctx.workload, dataset, base)
+            candidate = build_candidate(ctx.store, ctx.workload, dataset, base, name, k=ctx.policy.few_shot_k)
         except InvalidInput as exc:  # not enough data for this strategy yet
             candidates.append({"strategy": name, "version": None, "skipped": exc.message})
             continue

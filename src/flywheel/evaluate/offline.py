@@ -153,7 +153,9 @@ def evaluate_version(
 ) -> dict[str, ItemResult]:
     """Every item answered by ``version`` (None: the base config), cached per (version, item)."""
     version_id = version.id if version else "base"
-    config = AgentConfig.from_version(version)
+    from flywheel.store.artefacts import reader
+
+    config = AgentConfig.from_version(version, artefacts=reader(store))
     agent = ToolAgent(model_for(config), config, prices=prices)
     done = _cached(store, version_id)
     todo = [item for item in items if item.id not in done]

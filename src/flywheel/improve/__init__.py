@@ -8,8 +8,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Protocol
 
+from flywheel.errors import InvalidInput
 from flywheel.improve.few_shot import Candidate, FewShotStrategy
 from flywheel.improve.fine_tune_api import OpenAIFineTuneStrategy
+from flywheel.improve.knowledge import KnowledgeStrategy
 from flywheel.improve.lora import LoraStrategy
 from flywheel.improve.prompt_rules import PromptRulesStrategy
 from flywheel.improve.tool_policy import ToolPolicyStrategy
@@ -31,14 +33,63 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "few_shot_per_request": partial(FewShotStrategy, name="few_shot_per_request", per_request=True),
     "prompt_rules": PromptRulesStrategy,
     "tool_policy": ToolPolicyStrategy,
+    "knowledge": KnowledgeStrategy,
     "openai_fine_tune": OpenAIFineTuneStrategy,
     "lora": LoraStrategy,
 }
+
+
+def check_strategy(spec: str) -> list[str]:
+    """The strategy names of ``spec``: one name, or several joined by ``+``
+    (a combination, applied left to right); raises naming the unknown ones."""
+    names = [n.strip() for n in spec.split("+")]
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown or not all(names):
+        raise InvalidInput(
+            f"unknown strategy {spec!r}" + (f" ({', '.join(unknown)})" if unknown else ""),
+            hint=f"choose from {', '.join(STRATEGIES)}, or combine them with + (e.g. lora+prompt_rules)",
+        )
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"strategy {spec!r} names one strategy twice")
+    return names
+
+
+def build_candidate(
+    store: Store,
+    workload: str,
+    dataset_id: str,
+    current: AgentVersion | None,
+    spec: str,
+    **options: object,
+) -> Candidate:
+    """A candidate by one strategy or a combination (``lora+prompt_rules``): each
+    strategy builds on the version the previous one made (so the version chain
+    shows every step), and the candidate's changes list them all. Options a
+    strategy does not take are not passed to it."""
+    import inspect
+
+    version, changes = current, list[str]()
+    names = check_strategy(spec)
+    candidate: Candidate | None = None
+    for name in names:
+        factory = STRATEGIES[name]
+        target = factory.func if isinstance(factory, partial) else factory
+        accepted = inspect.signature(target).parameters
+        strategy = factory(**{k: v for k, v in options.items() if k in accepted})
+        candidate = strategy.build(store, workload, dataset_id, version)
+        changes.extend(f"[{name}] {c}" if len(names) > 1 else c for c in candidate.changes)
+        version = candidate.version
+    assert candidate is not None
+    return Candidate(candidate.version, changes)
+
 
 __all__ = [
     "STRATEGIES",
     "Candidate",
     "FewShotStrategy",
+    "KnowledgeStrategy",
+    "build_candidate",
+    "check_strategy",
     "LoraStrategy",
     "PromptRulesStrategy",
     "Strategy",

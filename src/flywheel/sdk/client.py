@@ -217,6 +217,34 @@ class Flywheel:
                 log.debug("flywheel: cannot save the agent config to %s: %s", path, exc)
         return version
 
+    def artefact(self, ref: str) -> bytes:
+        """The bytes of an artefact a version pins (``sha256:...``: a LoRA adapter,
+        a knowledge-index snapshot), from the store or the server, kept in a
+        local cache checked against the hash. Raises when it cannot be had."""
+        import hashlib
+
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", ref):
+            raise ValueError(f"{ref!r} is not an artefact reference (sha256: and 64 hex digits)")
+        digest = ref.removeprefix("sha256:")
+        path = self.settings.home / "artefacts" / digest
+        try:
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() == digest:
+                return data
+        except OSError:
+            pass
+        data = self.transport.artefact(ref)
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ValueError(f"artefact {ref} came back with other bytes than its hash names")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{new_id()}.part")
+            partial.write_bytes(data)
+            partial.replace(path)
+        except OSError as exc:  # only the cache is lost
+            log.debug("flywheel: cannot cache artefact %s: %s", ref, exc)
+        return data
+
     # ------------------------------------------------------------ control
 
     def flush(self, timeout: float | None = 30.0) -> bool:

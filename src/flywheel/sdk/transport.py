@@ -60,6 +60,11 @@ class HttpTransport:
         response.raise_for_status()
         return response.json()
 
+    def artefact(self, ref: str) -> bytes:
+        response = self.client.get(f"/v1/artefacts/{ref}", timeout=60.0)
+        response.raise_for_status()
+        return response.content
+
     def close(self) -> None:
         self.client.close()
 
@@ -95,6 +100,11 @@ class LocalTransport:
         from flywheel.deploy import route
 
         return route(self.store, workload, session_id)
+
+    def artefact(self, ref: str) -> bytes:
+        from flywheel.store import artefacts
+
+        return artefacts.get_artefact(self.store, ref)[1]
 
     def close(self) -> None:
         self.store.close()

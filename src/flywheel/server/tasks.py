@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from flywheel.deploy import route
 from flywheel.errors import InvalidInput, NotFound
@@ -123,3 +123,23 @@ def get_agent_config(
 ) -> AgentConfigResponse:
     version = route(request.app.state.store, workload, session_id)
     return AgentConfigResponse(workload=workload, session_id=session_id, version=version)
+
+
+@router.get(
+    "/v1/artefacts/{ref}",
+    response_class=Response,
+    summary="The bytes of an artefact a version pins (LoRA adapter, knowledge snapshot)",
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def get_artefact_bytes(request: Request, key: IngestKey, ref: str) -> Response:
+    from flywheel.store.artefacts import get_artefact
+
+    meta, data = get_artefact(request.app.state.store, ref)
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={
+            "X-Artefact-Kind": str(meta["kind"]),
+            "Cache-Control": "public, max-age=31536000, immutable",
+        },
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from flywheel.records import utcnow
 from flywheel.store import tables as t
 from flywheel.store.store import Store
 
-__all__ = ["artefact_path", "get_artefact", "is_ref", "put_artefact"]
+__all__ = ["artefact_path", "get_artefact", "is_ref", "put_artefact", "reader"]
 
 PREFIX = "sha256:"
 
@@ -94,3 +95,8 @@ def artefact_path(store: Store, ref: str, cache_dir: Path, suffix: str = "") -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def reader(store: Store) -> Callable[[str], bytes]:
+    """A function reading an artefact's bytes (what an agent config needs to load)."""
+    return lambda ref: get_artefact(store, ref)[1]
