@@ -14,6 +14,8 @@ This module imports nothing of ours.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from random import getrandbits
@@ -38,6 +40,7 @@ __all__ = [
     "AuditEvent",
     "CorrectedToolCall",
     "CorrectionEvent",
+    "CurationTask",
     "Event",
     "EventType",
     "FeedbackEvent",
@@ -395,6 +398,36 @@ class Task(BaseModel):
     feedback: list[dict[str, Any]] = Field(default_factory=list)
     corrections: list[dict[str, Any]] = Field(default_factory=list)
     annotations: list[dict[str, Any]] = Field(default_factory=list)
+
+
+@dataclass(slots=True)
+class CurationTask:
+    """A task as curation reads it in bulk (``Store.iter_curation_tasks``): the
+    outcome, the last model call's messages, tools and response, the tool calls
+    summarised by the store, and the labels. Light enough for a million."""
+
+    id: str
+    workload: str
+    session_id: str
+    success: bool | None
+    confidence: float | None
+    started_at: datetime
+    ended_at: datetime | None
+    duration_ms: float | None
+    last_call: dict[str, Any] | None  # {"messages", "tools", "response"} of the last llm_call
+    tool_errors: int = 0
+    retries: int = 0  # tool calls that were a later attempt
+    fallback: bool = False
+    output_json: str | None = None  # decoded on use (``output``)
+    feedback: list[dict[str, Any]] = dataclass_field(default_factory=list)
+    corrections: list[dict[str, Any]] = dataclass_field(default_factory=list)
+    annotations: list[dict[str, Any]] = dataclass_field(default_factory=list)
+
+    @property
+    def output(self) -> Any:
+        import orjson
+
+        return None if self.output_json is None else orjson.loads(self.output_json)
 
 
 class AgentVersion(BaseModel):

@@ -7,6 +7,7 @@ from datasketch import MinHash, MinHashLSH
 
 from flywheel.curate.examples import (
     _shingles,
+    band_keys,
     lsh_components,
     lsh_parameters,
     minhash_signatures,
@@ -79,7 +80,7 @@ def test_clusters_are_the_components_of_datasketchs_lsh_candidates():
     ours = near_duplicate_clusters(texts, threshold, num_perm)
     assert sorted(map(sorted, ours)) == sorted(map(sorted, expected.values()))
     assert len(ours) < len(texts) * 0.7  # there were near-duplicates to find
-    labels = lsh_components(minhash_signatures(texts, num_perm), bands, rows)
+    labels = lsh_components(band_keys(minhash_signatures(texts, num_perm), bands, rows))
     assert all(labels[i] <= i for i in range(len(texts)))  # the smallest member names a component
 
 

@@ -14,14 +14,16 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 
 from flywheel.curate.rules import RulesFile
 from flywheel.models.base import last_user_text
-from flywheel.records import Task
+from flywheel.records import CurationTask, Task
 
 __all__ = [
     "Example",
     "assess",
+    "band_keys",
     "build_example",
     "dominant",
     "dedup_text",
@@ -99,8 +101,11 @@ def _target(value: Any) -> dict[str, Any] | None:
 
 
 def _id(workload: str, messages: list[dict[str, Any]], target: dict[str, Any], kind: str) -> str:
-    blob = json.dumps([workload, kind, messages, target], sort_keys=True, default=str)
-    return "ex-" + hashlib.sha256(blob.encode()).hexdigest()[:32]
+    """The content address of an example (the hash of its canonical JSON)."""
+    blob = orjson.dumps(
+        [workload, kind, messages, target], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str
+    )
+    return "ex-" + hashlib.sha256(blob).hexdigest()[:32]
 
 
 _tool_lists: dict[bytes, Any] = {}
@@ -111,9 +116,7 @@ def _interned(tools: Any) -> Any:
     tools hold one copy of their schemas, not a million."""
     if not tools:
         return tools
-    import orjson
-
-    key = orjson.dumps(tools)
+    key = orjson.dumps(tools, option=orjson.OPT_NON_STR_KEYS, default=str)
     shared = _tool_lists.get(key)
     if shared is None:
         if len(_tool_lists) > 100_000:
@@ -122,17 +125,25 @@ def _interned(tools: Any) -> Any:
     return shared
 
 
-def build_example(task: Task, action: str, rule: str) -> Example | None:
+def _last_call(task: Task | CurationTask) -> dict[str, Any] | None:
+    """The payload of the task's last model call."""
+    if isinstance(task, CurationTask):
+        return task.last_call
+    calls = [s for s in task.steps if s.kind == "llm_call"]
+    return calls[-1].data if calls else None
+
+
+def build_example(task: Task | CurationTask, action: str, rule: str) -> Example | None:
     """The example a task gives: the messages its model saw, the tools offered, and
     the target (a human's correction, else the agent's own answer)."""
-    calls = [s for s in task.steps if s.kind == "llm_call"]
-    if not calls:
+    last = _last_call(task)
+    if last is None:
         return None
-    last = calls[-1].data
     messages = [m for m in last.get("messages") or [] if isinstance(m, dict) and m.get("role") != "system"]
     if not messages:
         return None
-    tools = _interned(last.get("tools"))
+    # one shared object per distinct tool list (the store's bulk loading shares them already)
+    tools = last.get("tools") if isinstance(task, CurationTask) else _interned(last.get("tools"))
     agent_answer = _target(last.get("response")) or _target(task.output)
     correction = task.corrections[-1] if task.corrections else None
     human = None
@@ -170,15 +181,14 @@ def build_example(task: Task, action: str, rule: str) -> Example | None:
     )
 
 
-_validators: dict[str, Any] = {}
+_validators: dict[bytes, Any] = {}
 
 
-def preference_examples(task: Task, rule: str) -> list[Example]:
+def preference_examples(task: Task | CurationTask, rule: str) -> list[Example]:
     """Pairs from reviewers' pairwise-preference annotations (ties give none)."""
-    calls = [s for s in task.steps if s.kind == "llm_call"]
-    if not calls:
+    data = _last_call(task)
+    if data is None or not task.annotations:
         return []
-    data = calls[-1].data
     messages = [m for m in data.get("messages") or [] if isinstance(m, dict) and m.get("role") != "system"]
     out = []
     for note in task.annotations:
@@ -212,25 +222,52 @@ def preference_examples(task: Task, rule: str) -> list[Example]:
     return out
 
 
-def schema_problem(arguments: Any, schema: dict[str, Any]) -> str | None:
-    """None when ``arguments`` satisfy ``schema``, else the first problem."""
+def _compiled(schema: dict[str, Any]) -> Any:
+    """(fast check, full validator) of a tool's parameter schema, made once per schema.
+
+    The fast check is the schema compiled to Python by ``fastjsonschema``; the
+    full validator (``jsonschema``) only explains a failure. A schema that is
+    not valid JSON Schema gives (None, None): it cannot be held against a call.
+    """
     import jsonschema
 
-    key = json.dumps(schema, sort_keys=True)
-    validator: Any = _validators.get(key)
-    if validator is None:
-        cls = jsonschema.validators.validator_for(schema or {"type": "object"})
+    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    compiled = _validators.get(key)
+    if compiled is None:
+        schema = schema or {"type": "object"}
+        cls = jsonschema.validators.validator_for(schema)
         try:
-            cls.check_schema(schema or {"type": "object"})
+            cls.check_schema(schema)
         except jsonschema.SchemaError:
-            validator = False  # a broken tool schema cannot be held against the call
+            compiled = (None, None)
         else:
-            validator = cls(schema or {"type": "object"})
+            import fastjsonschema
+
+            try:
+                fast = fastjsonschema.compile(schema, use_default=False)  # never fill in the call
+            except (fastjsonschema.JsonSchemaDefinitionException, ValueError, TypeError, RecursionError):
+                fast = None  # a valid schema it cannot compile: the full validator checks it
+            compiled = (fast, cls(schema))
         if len(_validators) < 10_000:
-            _validators[key] = validator
-    if validator is False:
+            _validators[key] = compiled
+    return compiled
+
+
+def schema_problem(arguments: Any, schema: dict[str, Any]) -> str | None:
+    """None when ``arguments`` satisfy ``schema``, else the first problem."""
+    import fastjsonschema
+    import jsonschema
+
+    fast, full = _compiled(schema)
+    if full is None:
         return None
-    error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+    if fast is not None:
+        try:
+            fast(arguments)
+            return None
+        except fastjsonschema.JsonSchemaValueException:
+            pass  # explained below, in jsonschema's words
+    error = jsonschema.exceptions.best_match(full.iter_errors(arguments))
     return None if error is None else error.message
 
 
@@ -347,22 +384,30 @@ def minhash_signatures(
     return out
 
 
-def lsh_components(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """A component label per row: rows sharing all values of any band (the
-    candidates ``datasketch.MinHashLSH`` returns for those parameters) are
-    joined, transitively. Labels are the smallest row index of the component."""
-    n = len(signatures)
-    labels = np.arange(n, dtype=np.int64)
-    if n < 2:
-        return labels
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """A 64-bit key per (row, band): rows with equal keys in a band share all of
+    that band's signature values (the buckets of ``datasketch.MinHashLSH``)."""
     rng = np.random.default_rng(0)
-    orders, starts = [], []
+    keys = np.empty((len(signatures), bands), dtype=np.uint64)
     for band in range(bands):
         part = signatures[:, band * rows : (band + 1) * rows].astype(np.uint64)
         weights = rng.integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
-        keys = (part * weights[None, :]).sum(axis=1, dtype=np.uint64)  # a 64-bit hash of the band
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
+        keys[:, band] = (part * weights[None, :]).sum(axis=1, dtype=np.uint64)
+    return keys
+
+
+def lsh_components(keys: np.ndarray) -> np.ndarray:
+    """A component label per row of band keys: rows sharing a bucket in any
+    band (the candidates ``datasketch.MinHashLSH`` returns) are joined,
+    transitively. A label is the smallest row index of its component."""
+    n = len(keys)
+    labels = np.arange(n, dtype=np.int64)
+    if n < 2:
+        return labels
+    orders, starts = [], []
+    for band in range(keys.shape[1]):
+        order = np.argsort(keys[:, band], kind="stable")
+        sorted_keys = keys[order, band]
         first = np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1]))
         if first.all():
             continue  # no bucket of this band holds two rows
@@ -393,13 +438,17 @@ def lsh_parameters(threshold: float, num_perm: int) -> tuple[int, int]:
 
 def dedup_text(question: str, target: dict[str, Any]) -> str:
     """What near-duplicate detection compares: the question and the target."""
-    return question + " " + json.dumps(target, sort_keys=True)
+    return (
+        question
+        + " "
+        + orjson.dumps(target, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str).decode()
+    )
 
 
 def near_duplicate_clusters(texts: Sequence[str], threshold: float, num_perm: int) -> list[list[int]]:
     """Groups of indices of near-duplicate texts (MinHash LSH, see ``lsh_components``)."""
     bands, rows = lsh_parameters(threshold, num_perm)
-    labels = lsh_components(minhash_signatures(texts, num_perm), bands, rows)
+    labels = lsh_components(band_keys(minhash_signatures(texts, num_perm), bands, rows))
     clusters: dict[int, list[int]] = defaultdict(list)
     for i, label in enumerate(labels.tolist()):
         clusters[label].append(i)

@@ -4,21 +4,22 @@ rule condition built from them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from flywheel.curate.rules import Rule, _duration_hours
-from flywheel.records import Task
+from flywheel.records import CurationTask, Task
 
-__all__ = ["TaskFacts", "evaluate", "facts", "first_match"]
+__all__ = ["Predicate", "TaskFacts", "evaluate", "facts", "first_match", "predicate", "rule_matcher"]
 
 
 @dataclass
 class TaskFacts:
     """What the signals need to know about a task, computed once."""
 
-    task: Task
+    task: Task | CurationTask
     tool_errors: int
     retries: int  # tool calls that repeat a tool right after it failed
     fallback: bool
@@ -29,14 +30,13 @@ class TaskFacts:
     percentiles: dict[str, float]
 
 
-def facts(task: Task, percentiles: dict[str, float]) -> TaskFacts:
+def facts(task: Task | CurationTask, percentiles: dict[str, float]) -> TaskFacts:
     tool_errors = retries = 0
     fallback = False
     failed_tools: set[str] = set()
-    summary = task.metadata.get("_tools") if isinstance(task.metadata, dict) else None
-    if summary is not None:  # aggregated by the store (lean loading)
-        tool_errors, retries, fallback = summary
-    for step in task.steps if summary is None else ():
+    if isinstance(task, CurationTask):  # summarised by the store: later attempts count as retries
+        tool_errors, retries, fallback = task.tool_errors, task.retries, task.fallback
+    for step in task.steps if isinstance(task, Task) else ():
         if step.kind != "tool_call":
             continue
         if step.data.get("fallback"):
@@ -71,47 +71,78 @@ def facts(task: Task, percentiles: dict[str, float]) -> TaskFacts:
     )
 
 
-def _signal(name: str, param: Any, f: TaskFacts) -> bool:
-    task = f.task
+Predicate = Callable[[TaskFacts], bool]
+
+
+def _signal(name: str, param: Any) -> Predicate:
+    """The predicate of one signal, its parameter bound."""
     if name == "retries":
-        return f.retries > (param or 0)
+        most = param or 0
+        return lambda f: f.retries > most
     if name == "fallback_tool_used":
-        return f.fallback
+        return lambda f: f.fallback
     if name == "human_edit_within":
         limit = _duration_hours(param if param is not None else "24h")
-        return f.edit_after_hours is not None and f.edit_after_hours <= limit
+        return lambda f: f.edit_after_hours is not None and f.edit_after_hours <= limit
     if name == "confidence_below":
-        return task.confidence is not None and task.confidence < (0.5 if param is None else param)
+        below = 0.5 if param is None else param
+        return lambda f: f.task.confidence is not None and f.task.confidence < below
     if name == "negative_feedback":
-        return f.negative
+        return lambda f: f.negative
     if name == "positive_feedback":
-        return f.positive
+        return lambda f: f.positive
     if name == "tool_error":
-        return f.tool_errors > 0
+        return lambda f: f.tool_errors > 0
     if name == "slow":
-        threshold = f.percentiles.get(param or "p95") if isinstance(param or "p95", str) else float(param)
-        return threshold is not None and task.duration_ms is not None and task.duration_ms > threshold
+        percentile = param or "p95"
+
+        def slow(f: TaskFacts) -> bool:
+            threshold = f.percentiles.get(percentile) if isinstance(percentile, str) else float(percentile)
+            return threshold is not None and f.task.duration_ms is not None and f.task.duration_ms > threshold
+
+        return slow
     if name == "corrected":
-        return f.corrected
+        return lambda f: f.corrected
     if name == "clean_success":
-        return task.success is True and f.tool_errors == 0 and not f.negative
+        return lambda f: f.task.success is True and f.tool_errors == 0 and not f.negative
     if name == "failed":
-        return task.success is False
+        return lambda f: f.task.success is False
     raise AssertionError(f"signal {name!r} is validated but not implemented")  # pragma: no cover
 
 
-def evaluate(condition: Any, f: TaskFacts) -> bool:
+def predicate(condition: Any) -> Predicate:
+    """A rule condition (a signal, ``{signal: parameter}``, or all/any/not of
+    conditions) made into one function, built once per run."""
     if isinstance(condition, str):
-        return _signal(condition, None, f)
+        return _signal(condition, None)
     key, value = next(iter(condition.items()))
-    if key == "all":
-        return all(evaluate(c, f) for c in value)
-    if key == "any":
-        return any(evaluate(c, f) for c in value)
+    if key in ("all", "any"):
+        parts = tuple(predicate(c) for c in value)
+        if key == "all":
+            return lambda f: all(p(f) for p in parts)
+        return lambda f: any(p(f) for p in parts)
     if key == "not":
-        return not evaluate(value, f)
-    return _signal(key, None if value is True else value, f)
+        inner = predicate(value)
+        return lambda f: not inner(f)
+    return _signal(key, None if value is True else value)
+
+
+def evaluate(condition: Any, f: TaskFacts) -> bool:
+    return predicate(condition)(f)
+
+
+def rule_matcher(rules: list[Rule]) -> Callable[[TaskFacts], Rule | None]:
+    """The first rule whose condition holds, by predicates built once."""
+    compiled = [(predicate(rule.when), rule) for rule in rules]
+
+    def match(f: TaskFacts) -> Rule | None:
+        for holds, rule in compiled:
+            if holds(f):
+                return rule
+        return None
+
+    return match
 
 
 def first_match(rules: list[Rule], f: TaskFacts) -> Rule | None:
-    return next((rule for rule in rules if evaluate(rule.when, f)), None)
+    return rule_matcher(rules)(f)

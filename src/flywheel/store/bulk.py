@@ -43,7 +43,19 @@ class BulkStatement:
 
     def params(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
         pairs = list(zip(self.columns, self.encoders, strict=True))
-        return [tuple(row.get(c) if enc is None else enc(row.get(c)) for c, enc in pairs) for row in rows]
+        shared: dict[int, Any] = {}  # JSON of an object many rows share (a tool list), encoded once
+
+        def encode(enc: Encoder, value: Any) -> Any:
+            if enc is not _json or not isinstance(value, list | dict):
+                return enc(value)
+            key = id(value)  # the rows keep every value alive during the call: ids are stable
+            if key not in shared:
+                shared[key] = enc(value)
+            return shared[key]
+
+        return [
+            tuple(row.get(c) if enc is None else encode(enc, row.get(c)) for c, enc in pairs) for row in rows
+        ]
 
 
 def _columns(table: Table, dialect: str) -> tuple[list[str], list[Encoder | None], list[str]]:
@@ -71,12 +83,13 @@ def _quoted(names: Sequence[str]) -> str:
     return ", ".join(f'"{n}"' for n in names)
 
 
-def insert_statement(table: Table, dialect: str) -> BulkStatement:
+def insert_statement(table: Table, dialect: str, conflict: str | None = "id") -> BulkStatement:
+    """``INSERT`` of every column; a row whose ``conflict`` column exists already is
+    skipped (``None``: no such clause, a duplicate is an error)."""
     names, encoders, marks = _columns(table, dialect)
-    sql = (
-        f'INSERT INTO "{table.name}" ({_quoted(names)}) VALUES ({", ".join(marks)}) '
-        f'ON CONFLICT ("id") DO NOTHING'
-    )
+    sql = f'INSERT INTO "{table.name}" ({_quoted(names)}) VALUES ({", ".join(marks)})'
+    if conflict is not None:
+        sql += f' ON CONFLICT ("{conflict}") DO NOTHING'
     return BulkStatement(sql, names, encoders)
 
 

@@ -4,14 +4,15 @@ versions, examples and their membership, review items."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, func, or_, select, tuple_
+import orjson
+from sqlalchemy import Text, case, cast, func, or_, select, tuple_
 
 from flywheel.errors import NotFound
-from flywheel.records import Task
+from flywheel.records import CurationTask, Task
 from flywheel.store import tables as t
 
 if TYPE_CHECKING:
@@ -20,31 +21,25 @@ if TYPE_CHECKING:
 __all__ = ["CurationQueries"]
 
 
+def _loads(text: str | None) -> Any:
+    """JSON text extracted by the database; a value that is not JSON (a bare
+    string SQLite's json_extract unquoted) is kept as it is."""
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
 class CurationQueries:
     engine: Engine
 
     def _writing(self) -> Any: ...  # provided by Store
 
-    def iter_tasks_detailed(
-        self,
-        workload: str,
-        *,
-        ingested_after: datetime | None = None,
-        ingested_until: datetime | None = None,
-        chunk: int = 2000,
-        lean: bool = False,
-    ) -> Iterator[list[Task]]:
-        """Finished tasks of ``workload`` with steps and labels, oldest ingest first.
-
-        ``lean`` loads what curation needs and no more: the last model call's
-        data, and a tool summary (errors, retries, fallback used) aggregated in
-        SQL, left in ``task.metadata["_tools"]`` instead of the metadata.
-
-        A task counts as changed (and comes again) when a label arrived for it
-        after ``ingested_after``: curating incrementally sees new feedback too.
-        """
-        from flywheel.store.store import _label, _step, _task
-
+    def _curation_conditions(
+        self, workload: str, ingested_after: datetime | None, ingested_until: datetime | None
+    ) -> list[Any]:
         c = t.tasks.c
         conditions = [c.workload == workload, c.ended_at.is_not(None)]
         if ingested_until is not None:
@@ -59,97 +54,150 @@ class CurationQueries:
                 )
             )
             conditions.append(or_(c.ingested_at > ingested_after, c.id.in_(touched)))
+        return conditions
+
+    def _pages(
+        self, conn: Any, columns: Sequence[Any], conditions: list[Any], chunk: int
+    ) -> Iterator[list[Any]]:
+        """Rows of finished tasks, oldest ingest first, by keyset pages of ``chunk``."""
+        c = t.tasks.c
         last: tuple[datetime, str] | None = None
-        with self.engine.connect() as conn:
-            while True:
-                columns = [
-                    col for col in t.tasks.c if not (lean and col.name in ("input", "metadata", "output"))
-                ]
-                query = select(*columns).where(*conditions)
-                if last is not None:  # keyset paging on the (workload, ingested_at, id) index
-                    query = query.where(tuple_(c.ingested_at, c.id) > tuple_(last[0], last[1]))
-                rows = list(conn.execute(query.order_by(c.ingested_at, c.id).limit(chunk)).mappings())
-                if not rows:
-                    return
-                last = (rows[-1]["ingested_at"], rows[-1]["id"])
-                tasks = {r["id"]: _task(r) for r in rows}
-                ids = list(tasks)
-                if lean:
-                    summaries = self._lean_steps(conn, tasks)
-                    for task_id, task in tasks.items():
-                        task.metadata = {"_tools": summaries.get(task_id, (0, 0, False))}
-                else:
-                    for row in conn.execute(
-                        select(t.steps)
-                        .where(t.steps.c.task_id.in_(ids))
-                        .order_by(t.steps.c.task_id, t.steps.c.seq, t.steps.c.started_at)
-                    ).mappings():
-                        tasks[row["task_id"]].steps.append(_step(row))
-                for name, table in (
-                    ("feedback", t.feedback),
-                    ("corrections", t.corrections),
-                    ("annotations", t.annotations),
-                ):
-                    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-                    for row in conn.execute(
-                        select(table).where(table.c.task_id.in_(ids)).order_by(table.c.at)
-                    ).mappings():
-                        grouped[row["task_id"]].append(_label(row))
-                    for task_id, labels in grouped.items():
-                        setattr(tasks[task_id], name, labels)
-                yield list(tasks.values())
+        while True:
+            query = select(*columns, c.ingested_at).where(*conditions)
+            if last is not None:  # keyset paging on the (ingested_at, id) index
+                query = query.where(tuple_(c.ingested_at, c.id) > tuple_(last[0], last[1]))
+            rows = conn.execute(query.order_by(c.ingested_at, c.id).limit(chunk)).all()
+            if not rows:
+                return
+            last = (rows[-1].ingested_at, rows[-1].id)
+            yield rows
 
     @staticmethod
-    def _lean_steps(conn: Any, tasks: dict[str, Task]) -> dict[str, tuple[int, int, bool]]:
-        """Attach each task's last model call; return its tool summary
-        (errors, retries, fallback used), aggregated in SQL."""
+    def _attach_labels(conn: Any, tasks: dict[str, Any]) -> None:
+        from flywheel.store.store import _label
+
+        ids = list(tasks)
+        for name, table in (
+            ("feedback", t.feedback),
+            ("corrections", t.corrections),
+            ("annotations", t.annotations),
+        ):
+            grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for row in conn.execute(
+                select(table).where(table.c.task_id.in_(ids)).order_by(table.c.at)
+            ).mappings():
+                grouped[row["task_id"]].append(_label(row))
+            for task_id, labels in grouped.items():
+                setattr(tasks[task_id], name, labels)
+
+    def iter_tasks_detailed(
+        self,
+        workload: str,
+        *,
+        ingested_after: datetime | None = None,
+        ingested_until: datetime | None = None,
+        chunk: int = 2000,
+    ) -> Iterator[list[Task]]:
+        """Finished tasks of ``workload`` with all their steps and labels, oldest
+        ingest first. A task counts as changed (and comes again) when a label
+        arrived for it after ``ingested_after``."""
+        from flywheel.store.store import _step, _task
+
+        conditions = self._curation_conditions(workload, ingested_after, ingested_until)
+        with self.engine.connect() as conn:
+            for rows in self._pages(conn, list(t.tasks.c), conditions, chunk):
+                tasks = {r.id: _task(r._mapping) for r in rows}
+                for row in conn.execute(
+                    select(t.steps)
+                    .where(t.steps.c.task_id.in_(list(tasks)))
+                    .order_by(t.steps.c.task_id, t.steps.c.seq, t.steps.c.started_at)
+                ).mappings():
+                    tasks[row["task_id"]].steps.append(_step(row))
+                self._attach_labels(conn, tasks)
+                yield list(tasks.values())
+
+    def iter_curation_tasks(
+        self,
+        workload: str,
+        *,
+        ingested_after: datetime | None = None,
+        ingested_until: datetime | None = None,
+        chunk: int = 5000,
+    ) -> Iterator[list[CurationTask]]:
+        """The same tasks as ``iter_tasks_detailed``, loaded for curation: each
+        task's last model call (its messages, tools and response; the JSON of
+        a tool list seen before is decoded once), a tool-call summary
+        aggregated in SQL (errors, later attempts, fallback used), the labels."""
         from datetime import UTC
 
-        from flywheel.records import Step, StepKind
-
-        s = t.steps.c
-        ids = list(tasks)
-        summary: dict[str, tuple[int, int, bool]] = {}
+        c, s = t.tasks.c, t.steps.c
+        conditions = self._curation_conditions(workload, ingested_after, ingested_until)
+        columns = [
+            c.id, c.workload, c.session_id, c.success, c.confidence, c.started_at, c.ended_at,
+            c.duration_ms, cast(c.output, Text).label("output"),
+        ]  # fmt: skip
+        tool_lists: dict[str, Any] = {}
         # An expression, not the bare column: SQLite would otherwise pick the kind index
         # and scan every step of that kind for each chunk, instead of the task_id index.
         by_kind = s.kind.concat("")
-        query = (
-            select(
-                s.task_id,
-                func.count(s.error),
-                func.sum(case((s.data["attempt"].as_integer() > 1, 1), else_=0)),
-                func.max(case((s.data["fallback"].as_boolean(), 1), else_=0)),
-            )
-            .where(s.task_id.in_(ids), by_kind == "tool_call")
-            .group_by(s.task_id)
-        )
-        for task_id, errors, retries, fallback in conn.execute(query):
-            summary[task_id] = (int(errors or 0), int(retries or 0), bool(fallback))
-        last: dict[str, tuple[int, Any]] = {}
-        for step_id, task_id, seq, started, data in conn.execute(
-            select(s.id, s.task_id, s.seq, s.started_at, s.data).where(
-                s.task_id.in_(ids), by_kind == "llm_call"
-            )
-        ):
-            if task_id not in last or seq >= last[task_id][0]:
-                last[task_id] = (seq, (step_id, started, data))
-        for task_id, (seq, (step_id, started, data)) in last.items():
-            tasks[task_id].steps.append(
-                Step.model_construct(
-                    id=step_id,
-                    task_id=task_id,
-                    seq=seq,
-                    kind=StepKind.LLM_CALL,
-                    name=None,
-                    error=None,
-                    started_at=started if started.tzinfo else started.replace(tzinfo=UTC),
-                    ended_at=None,
-                    latency_ms=None,
-                    data=data,
-                    redactions=0,
-                )
-            )
-        return summary
+
+        def utc(value: datetime | None) -> datetime | None:
+            return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+        with self.engine.connect() as conn:
+            for rows in self._pages(conn, columns, conditions, chunk):
+                tasks = {
+                    r.id: CurationTask(
+                        r.id,
+                        r.workload,
+                        r.session_id,
+                        r.success,
+                        r.confidence,
+                        utc(r.started_at),  # type: ignore[arg-type]
+                        utc(r.ended_at),
+                        r.duration_ms,
+                        None,
+                        output_json=r.output,
+                    )  # fmt: skip
+                    for r in rows
+                }
+                ids = list(tasks)
+                summary = select(
+                    s.task_id,
+                    func.count(s.error),
+                    func.sum(case((s.data["attempt"].as_integer() > 1, 1), else_=0)),
+                    func.max(case((s.data["fallback"].as_boolean(), 1), else_=0)),
+                ).where(s.task_id.in_(ids), by_kind == "tool_call")
+                for task_id, errors, retries, fallback in conn.execute(summary.group_by(s.task_id)):
+                    task = tasks[task_id]
+                    task.tool_errors, task.retries, task.fallback = (
+                        int(errors or 0),
+                        int(retries or 0),
+                        bool(fallback),
+                    )
+                calls = select(
+                    s.task_id,
+                    s.seq,
+                    s.data["messages"].as_string(),
+                    s.data["tools"].as_string(),
+                    s.data["response"].as_string(),
+                ).where(s.task_id.in_(ids), by_kind == "llm_call")
+                last: dict[str, tuple[int, Any, Any, Any]] = {}
+                for task_id, seq, messages, tools, response in conn.execute(calls):
+                    if task_id not in last or seq >= last[task_id][0]:
+                        last[task_id] = (seq, messages, tools, response)
+                for task_id, (_, messages, tools, response) in last.items():
+                    if tools is not None and tools not in tool_lists:
+                        if len(tool_lists) > 10_000:
+                            tool_lists.clear()
+                        tool_lists[tools] = _loads(tools)
+                    tasks[task_id].last_call = {
+                        "messages": _loads(messages),
+                        "tools": tool_lists[tools] if tools is not None else None,
+                        "response": _loads(response),
+                    }
+                self._attach_labels(conn, tasks)
+                yield list(tasks.values())
 
     def latency_percentiles(self, workload: str) -> dict[str, float]:
         """p50/p90/p95/p99 task duration (ms) of a workload, for the ``slow`` signal."""
@@ -246,28 +294,74 @@ class CurationQueries:
                     out[row["id"]] = dict(row)
         return out
 
+    def add_examples(self, rows: Sequence[dict[str, Any]]) -> set[str]:
+        """Write example rows not in the store yet (examples are content-addressed:
+        a row already there is left as it is); returns the ids written."""
+        from flywheel.store.bulk import insert_statement
+
+        ids = [r["id"] for r in rows]
+        c = t.examples.c
+        with self._writing() as conn:
+            there: set[str] = set()
+            for i in range(0, len(ids), 1000):
+                there.update(conn.execute(select(c.id).where(c.id.in_(ids[i : i + 1000]))).scalars())
+            new = [r for r in rows if r["id"] not in there]
+            if new:
+                statement = insert_statement(t.examples, conn.dialect.name)
+                cursor = conn.connection.dbapi_connection.cursor()
+                try:
+                    cursor.executemany(statement.sql, statement.params(new))
+                finally:
+                    cursor.close()
+        return {r["id"] for r in new}
+
+    def update_examples(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Point example rows at another member of their content (task, session,
+        source, rule, scores, time): the one a curation run kept."""
+        from sqlalchemy import bindparam, update
+
+        fields = ("task_id", "session_id", "source", "rule", "quality", "rejected", "task_at")
+        statement = (
+            update(t.examples)
+            .where(t.examples.c.id == bindparam("_id"))
+            .values({f: bindparam(f"_{f}") for f in fields})
+        )
+        with self._writing() as conn:
+            conn.execute(statement, [{"_id": r["id"], **{f"_{f}": r[f] for f in fields}} for r in rows])
+
     def save_dataset(
         self,
         dataset: dict[str, Any],
-        examples: Sequence[dict[str, Any]],
         membership: Sequence[dict[str, Any]],
-        review_items: Sequence[dict[str, Any]],
+        review_items: Iterable[dict[str, Any]],
+        *,
+        discard: Sequence[str] = (),
     ) -> None:
-        """Write a dataset version with its new examples, membership and review items, atomically."""
+        """Write a dataset version with its membership and review items, atomically;
+        ``discard``: example rows this run wrote that no dataset holds in the end."""
         from flywheel.store.bulk import insert_statement
 
         with self._writing() as conn:
             conn.execute(t.datasets.insert(), dataset)
             cursor = conn.connection.dbapi_connection.cursor()
             try:
-                for table, rows in ((t.examples, examples), (t.review_items, review_items)):
-                    if rows:
-                        statement = insert_statement(table, conn.dialect.name)
-                        cursor.executemany(statement.sql, statement.params(rows))
+                statement = insert_statement(t.review_items, conn.dialect.name)
+                batch: list[dict[str, Any]] = []
+                for item in review_items:
+                    batch.append(item)
+                    if len(batch) == 10_000:
+                        cursor.executemany(statement.sql, statement.params(batch))
+                        batch = []
+                if batch:
+                    cursor.executemany(statement.sql, statement.params(batch))
+                members = insert_statement(t.dataset_examples, conn.dialect.name, conflict=None)
+                for i in range(0, len(membership), 50_000):
+                    cursor.executemany(members.sql, members.params(membership[i : i + 50_000]))
             finally:
                 cursor.close()
-            if membership:
-                conn.execute(t.dataset_examples.insert(), list(membership))
+            c = t.examples.c
+            for i in range(0, len(discard), 1000):
+                conn.execute(t.examples.delete().where(c.id.in_(discard[i : i + 1000])))
 
     # ----------------------------------------------------------- review queue
 
