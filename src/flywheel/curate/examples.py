@@ -4,7 +4,6 @@ leak-free splits."""
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import zlib
 from collections import Counter, defaultdict
@@ -80,8 +79,8 @@ def _calls_of(response: Any) -> list[dict[str, Any]] | None:
             arguments = function.get("arguments")
             if isinstance(arguments, str):
                 try:
-                    arguments = json.loads(arguments)
-                except json.JSONDecodeError:
+                    arguments = orjson.loads(arguments)
+                except orjson.JSONDecodeError:
                     arguments = {"__raw__": arguments}
             calls.append({"name": function.get("name"), "arguments": arguments or {}})
         if calls or "tool_calls" in response:

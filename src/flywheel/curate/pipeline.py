@@ -246,11 +246,11 @@ def _curate(
                 if rule.action == "review":
                     reviews.append(_Review(task.id, rule.name, f"rule {rule.name!r}", 0.5, ()))
                 continue
-            example.quality = assess(example, rules, now)
             tool_counts.update(example.tools_used)
-            if rule.action == "review":
+            if rule.action == "review":  # a human decides: no scores needed yet
                 reviews.append(_review(example, f"rule {rule.name!r}"))
                 continue
+            example.quality = assess(example, rules, now)
             verdict = _quality_verdict(example, rules)
             if verdict == "drop":
                 counts["low_quality"] += 1

@@ -43,12 +43,13 @@ class BulkStatement:
 
     def params(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
         pairs = list(zip(self.columns, self.encoders, strict=True))
-        shared: dict[int, Any] = {}  # JSON of an object many rows share (a tool list), encoded once
+        # a value many rows share (a tool list, a run's timestamp) is encoded once
+        shared: dict[tuple[int, int], Any] = {}
 
         def encode(enc: Encoder, value: Any) -> Any:
-            if enc is not _json or not isinstance(value, list | dict):
+            if value is None:
                 return enc(value)
-            key = id(value)  # the rows keep every value alive during the call: ids are stable
+            key = (id(enc), id(value))  # the rows keep every value alive during the call: ids are stable
             if key not in shared:
                 shared[key] = enc(value)
             return shared[key]

@@ -4,7 +4,7 @@ versions, examples and their membership, review items."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,48 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 __all__ = ["CurationQueries"]
+
+
+def _prefetched(produce: Callable[[], Iterator[Any]], depth: int = 2) -> Iterator[Any]:
+    """The items of ``produce()``, made by a thread that stays up to ``depth``
+    items ahead; its exception is raised here; closing this generator stops it."""
+    import queue
+    import threading
+
+    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(kind: str, value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                items.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer is gone
+
+    def run() -> None:
+        try:
+            for item in produce():
+                if not offer("item", item):
+                    return
+            offer("end", None)
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer("error", exc)
+
+    worker = threading.Thread(target=run, name="flywheel-curation-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _loads(text: str | None) -> Any:
@@ -58,8 +100,11 @@ class CurationQueries:
 
     def _pages(
         self, conn: Any, columns: Sequence[Any], conditions: list[Any], chunk: int
-    ) -> Iterator[list[Any]]:
-        """Rows of finished tasks, oldest ingest first, by keyset pages of ``chunk``."""
+    ) -> Iterator[tuple[list[Any], Any]]:
+        """Rows of finished tasks, oldest ingest first, by keyset pages of ``chunk``;
+        with each page, a subquery of its task ids (for the queries of its steps and
+        labels: one small statement, where a list of ids would be thousands of
+        parameters to bind)."""
         c = t.tasks.c
         last: tuple[datetime, str] | None = None
         while True:
@@ -69,23 +114,26 @@ class CurationQueries:
             rows = conn.execute(query.order_by(c.ingested_at, c.id).limit(chunk)).all()
             if not rows:
                 return
-            last = (rows[-1].ingested_at, rows[-1].id)
-            yield rows
+            first, last = (rows[0].ingested_at, rows[0].id), (rows[-1].ingested_at, rows[-1].id)
+            ids = select(c.id).where(
+                *conditions,
+                tuple_(c.ingested_at, c.id) >= tuple_(first[0], first[1]),
+                tuple_(c.ingested_at, c.id) <= tuple_(last[0], last[1]),
+            )
+            yield rows, ids
 
     @staticmethod
-    def _attach_labels(conn: Any, tasks: dict[str, Any]) -> None:
+    def _attach_labels(conn: Any, tasks: dict[str, Any], ids: Any) -> None:
         from flywheel.store.store import _label
 
-        ids = list(tasks)
         for name, table in (
             ("feedback", t.feedback),
             ("corrections", t.corrections),
             ("annotations", t.annotations),
         ):
             grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for row in conn.execute(
-                select(table).where(table.c.task_id.in_(ids)).order_by(table.c.at)
-            ).mappings():
+            query = select(table).where(table.c.task_id.in_(ids)).order_by(table.c.at)
+            for row in conn.execute(query).mappings().all():
                 grouped[row["task_id"]].append(_label(row))
             for task_id, labels in grouped.items():
                 setattr(tasks[task_id], name, labels)
@@ -105,15 +153,15 @@ class CurationQueries:
 
         conditions = self._curation_conditions(workload, ingested_after, ingested_until)
         with self.engine.connect() as conn:
-            for rows in self._pages(conn, list(t.tasks.c), conditions, chunk):
+            for rows, ids in self._pages(conn, list(t.tasks.c), conditions, chunk):
                 tasks = {r.id: _task(r._mapping) for r in rows}
                 for row in conn.execute(
                     select(t.steps)
-                    .where(t.steps.c.task_id.in_(list(tasks)))
+                    .where(t.steps.c.task_id.in_(ids))
                     .order_by(t.steps.c.task_id, t.steps.c.seq, t.steps.c.started_at)
                 ).mappings():
                     tasks[row["task_id"]].steps.append(_step(row))
-                self._attach_labels(conn, tasks)
+                self._attach_labels(conn, tasks, ids)
                 yield list(tasks.values())
 
     def iter_curation_tasks(
@@ -127,11 +175,17 @@ class CurationQueries:
         """The same tasks as ``iter_tasks_detailed``, loaded for curation: each
         task's last model call (its messages, tools and response; the JSON of
         a tool list seen before is decoded once), a tool-call summary
-        aggregated in SQL (errors, later attempts, fallback used), the labels."""
+        aggregated in SQL (errors, later attempts, fallback used), the labels.
+
+        The next chunk is read by a thread while the caller works on this one
+        (the database works without the GIL)."""
+        conditions = self._curation_conditions(workload, ingested_after, ingested_until)
+        return _prefetched(lambda: self._curation_chunks(conditions, chunk))
+
+    def _curation_chunks(self, conditions: list[Any], chunk: int) -> Iterator[list[CurationTask]]:
         from datetime import UTC
 
         c, s = t.tasks.c, t.steps.c
-        conditions = self._curation_conditions(workload, ingested_after, ingested_until)
         columns = [
             c.id, c.workload, c.session_id, c.success, c.confidence, c.started_at, c.ended_at,
             c.duration_ms, cast(c.output, Text).label("output"),
@@ -140,41 +194,27 @@ class CurationQueries:
         # An expression, not the bare column: SQLite would otherwise pick the kind index
         # and scan every step of that kind for each chunk, instead of the task_id index.
         by_kind = s.kind.concat("")
-
-        def utc(value: datetime | None) -> datetime | None:
-            return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
         with self.engine.connect() as conn:
-            for rows in self._pages(conn, columns, conditions, chunk):
-                tasks = {
-                    r.id: CurationTask(
-                        r.id,
-                        r.workload,
-                        r.session_id,
-                        r.success,
-                        r.confidence,
-                        utc(r.started_at),  # type: ignore[arg-type]
-                        utc(r.ended_at),
-                        r.duration_ms,
-                        None,
-                        output_json=r.output,
+            for rows, ids in self._pages(conn, columns, conditions, chunk):
+                tasks: dict[str, CurationTask] = {}
+                for r in rows:
+                    started, ended = r.started_at, r.ended_at
+                    tasks[r.id] = CurationTask(
+                        r.id, r.workload, r.session_id, r.success, r.confidence,
+                        started if started.tzinfo else started.replace(tzinfo=UTC),
+                        ended if ended is None or ended.tzinfo else ended.replace(tzinfo=UTC),
+                        r.duration_ms, None, output_json=r.output,
                     )  # fmt: skip
-                    for r in rows
-                }
-                ids = list(tasks)
                 summary = select(
                     s.task_id,
                     func.count(s.error),
                     func.sum(case((s.data["attempt"].as_integer() > 1, 1), else_=0)),
                     func.max(case((s.data["fallback"].as_boolean(), 1), else_=0)),
                 ).where(s.task_id.in_(ids), by_kind == "tool_call")
-                for task_id, errors, retries, fallback in conn.execute(summary.group_by(s.task_id)):
+                for task_id, errors, retries, fallback in conn.execute(summary.group_by(s.task_id)).all():
                     task = tasks[task_id]
-                    task.tool_errors, task.retries, task.fallback = (
-                        int(errors or 0),
-                        int(retries or 0),
-                        bool(fallback),
-                    )
+                    task.tool_errors, task.retries = int(errors or 0), int(retries or 0)
+                    task.fallback = bool(fallback)
                 calls = select(
                     s.task_id,
                     s.seq,
@@ -183,7 +223,7 @@ class CurationQueries:
                     s.data["response"].as_string(),
                 ).where(s.task_id.in_(ids), by_kind == "llm_call")
                 last: dict[str, tuple[int, Any, Any, Any]] = {}
-                for task_id, seq, messages, tools, response in conn.execute(calls):
+                for task_id, seq, messages, tools, response in conn.execute(calls).all():
                     if task_id not in last or seq >= last[task_id][0]:
                         last[task_id] = (seq, messages, tools, response)
                 for task_id, (_, messages, tools, response) in last.items():
@@ -196,7 +236,7 @@ class CurationQueries:
                         "tools": tool_lists[tools] if tools is not None else None,
                         "response": _loads(response),
                     }
-                self._attach_labels(conn, tasks)
+                self._attach_labels(conn, tasks, ids)
                 yield list(tasks.values())
 
     def latency_percentiles(self, workload: str) -> dict[str, float]:
