@@ -13,7 +13,9 @@ a fresh SQLite store, then times, in the same run:
 * a straightforward pandas pass of the same rules (signals from the same
   tables, first-matching rule per task, exact dedup), which writes nothing.
 
-Reports seconds, tasks/s, peak RSS and the ratio; JSON to bench/results/curate.json.
+Each pass runs in a process of its own (its peak RSS is its own). Reports
+seconds, tasks/s, peak RSS and the ratio; JSON to bench/results/curate.json.
+``--keep-db FILE`` keeps the generated tasks and reuses them on the next run.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import json
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -278,57 +281,95 @@ def pandas_pass(database: Path) -> dict:
     }
 
 
+def _child(mode: str, database: Path) -> dict:
+    """One measured pass in a fresh process, so that its peak RSS is its own."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--db", str(database)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    sys.stderr.write(out.stderr)
+    if out.returncode != 0:
+        raise SystemExit(f"the {mode} pass failed ({out.returncode})")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _run_child(mode: str, database: Path) -> None:
+    if mode == "pandas":
+        result = pandas_pass(database)
+    else:
+        settings = Settings(
+            database_url=f"sqlite:///{database}", home=database.parent / "home", sqlite_synchronous="NORMAL"
+        )
+        store = Store.open(settings)
+        started = time.perf_counter()
+        curated = curate(
+            store,
+            "bench",
+            parse_rules(DEFAULT_RULES),
+            progress=lambda n: n % 100_000 == 0 and print(f"  curated {n:,}", file=sys.stderr),
+        )
+        result = {"seconds": time.perf_counter() - started, "summary": curated.summary}
+    result["peak_rss_mb"] = rss_mb()
+    print(json.dumps(result, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument(
+        "--keep-db",
+        type=Path,
+        help="keep the generated tasks in this file, and reuse it when it exists (curation runs on a copy)",
+    )
+    parser.add_argument("--child", choices=("flywheel", "pandas"), help=argparse.SUPPRESS)
+    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        _run_child(args.child, args.db)
+        return
     workdir = Path(tempfile.mkdtemp(prefix="fw-curate-"))
     database = workdir / "flywheel.db"
-    settings = Settings(
-        database_url=f"sqlite:///{database}", home=workdir / "home", sqlite_synchronous="NORMAL"
-    )
-    store = Store.open(settings)
-    gen_seconds = generate(store, args.tasks)
-    print(f"generated {args.tasks:,} tasks in {gen_seconds:.0f} s", file=sys.stderr)
-    rss_before = rss_mb()
-    started = time.perf_counter()
-    result = curate(
-        store,
-        "bench",
-        parse_rules(DEFAULT_RULES),
-        progress=lambda n: n % 100_000 == 0 and print(f"  curated {n:,}", file=sys.stderr),
-    )
-    ours = time.perf_counter() - started
-    rss_ours = rss_mb()
-    baseline = pandas_pass(database)
+    gen_seconds = None
+    if args.keep_db and args.keep_db.exists():
+        shutil.copy(args.keep_db, database)
+        print(f"reusing {args.keep_db}", file=sys.stderr)
+    else:
+        store = Store.open(
+            Settings(database_url=f"sqlite:///{database}", home=workdir / "home", sqlite_synchronous="NORMAL")
+        )
+        gen_seconds = generate(store, args.tasks)
+        store.close()
+        print(f"generated {args.tasks:,} tasks in {gen_seconds:.0f} s", file=sys.stderr)
+        if args.keep_db:
+            shutil.copy(database, args.keep_db)
+    baseline = _child("pandas", database)
+    ours = _child("flywheel", database)
+    shutil.rmtree(workdir, ignore_errors=True)
+    tasks = ours["summary"]["tasks_processed"]
     report = {
         "backend": "sqlite",
-        "tasks": args.tasks,
+        "tasks": tasks,
         "commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
         ).stdout.strip(),
         "generate_seconds": gen_seconds,
-        "flywheel": {
-            "seconds": ours,
-            "tasks_per_s": args.tasks / ours,
-            "peak_rss_mb": rss_ours,
-            "rss_before_mb": rss_before,
-            "summary": result.summary,
-        },
-        "pandas": {**baseline, "tasks_per_s": args.tasks / baseline["seconds"], "peak_rss_mb": rss_mb()},
-        "ratio_time_vs_pandas": ours / baseline["seconds"],
+        "flywheel": {**ours, "tasks_per_s": tasks / ours["seconds"]},
+        "pandas": {**baseline, "tasks_per_s": tasks / baseline["seconds"]},
+        "ratio_time_vs_pandas": ours["seconds"] / baseline["seconds"],
     }
     print(f"{'pass':<10}{'seconds':>10}{'tasks/s':>12}{'peak RSS MB':>14}")
-    print(f"{'flywheel':<10}{ours:>10.1f}{args.tasks / ours:>12.0f}{rss_ours:>14.0f}")
+    for name in ("flywheel", "pandas"):
+        row = report[name]
+        print(f"{name:<10}{row['seconds']:>10.1f}{row['tasks_per_s']:>12.0f}{row['peak_rss_mb']:>14.0f}")
     print(
-        f"{'pandas':<10}{baseline['seconds']:>10.1f}{args.tasks / baseline['seconds']:>12.0f}{report['pandas']['peak_rss_mb']:>14.0f}"
+        f"flywheel / pandas time: {report['ratio_time_vs_pandas']:.2f} (the pandas pass builds no examples, "
+        "dedups exactly only, writes nothing)"
     )
-    print(
-        f"flywheel / pandas time: {report['ratio_time_vs_pandas']:.2f} (the pandas pass builds no examples, dedups exactly only, writes nothing)"
-    )
-    s = result.summary
+    s = ours["summary"]
     print(
         f"examples {s['examples']:,} ({s['splits']}), review items {s['review_items']:,}, density {s['signal_density']['overall']}/1000, "
         f"duplicates exact {s['actions'].get('exact_duplicates', 0):,} near {s['actions'].get('near_duplicates', 0):,}"

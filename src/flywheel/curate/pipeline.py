@@ -12,6 +12,7 @@ import contextlib
 import gc
 import hashlib
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -88,6 +89,19 @@ def curate(
     the rules file's judge endpoint (a ``ChatModel``)."""
     with _no_cycle_collection():
         return _curate(store, workload, rules, now=now, progress=progress, judge_model=judge_model)
+
+
+class _Clock:
+    """Seconds spent in each phase of a run (reported in the dataset's summary)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.laps[phase] = round(now - self._last, 3)
+        self._last = now
 
 
 @dataclass(slots=True)
@@ -204,6 +218,7 @@ def _curate(
     judge_model: Any,
 ) -> CurationResult:
     now = now or utcnow()
+    clock = _Clock()
     previous = store.latest_dataset(workload)
     cutoff = now
     percentiles = store.latency_percentiles(workload)
@@ -276,6 +291,7 @@ def _curate(
             hint="log some traffic first (flywheel simulate)",
         )
 
+    clock.lap("examples")
     # Carry over the previous version's examples whose tasks were not reprocessed.
     previous_split: dict[str, str] = {}
     carried = 0
@@ -297,6 +313,7 @@ def _curate(
             pool.add(batch, stored=True)
     counts["exact_duplicates"] = pool.offered - len(pool.kept)
     kept = pool.kept
+    clock.lap("carried_over")
 
     # Staleness: too old and not re-validated -> dropped.
     discarded: list[_Kept] = []
@@ -319,6 +336,7 @@ def _curate(
         discarded += [kept[i] for i in members if i != best]
     counts["near_duplicates"] = len(kept) - len(survivors)
     kept = sorted(survivors, key=lambda e: (e.task_at, e.id))
+    clock.lap("dedup")
 
     # Splits: by session (no session in two splits), stratified by workload and tool.
     members_of: dict[str, list[_Kept]] = {}
@@ -357,6 +375,7 @@ def _curate(
             membership_rows.append((member.id, split, member.weight))
 
     usable = len(membership_rows)
+    clock.lap("splits")
     summary = {
         "tasks_processed": processed,
         "carried_over": carried,
@@ -375,6 +394,7 @@ def _curate(
             else {},
         },
         "latency_percentiles_ms": percentiles,
+        "seconds": clock.laps,  # by phase; "save" is written into the row afterwards
     }
     number = (previous["number"] + 1) if previous else 1
     content = hashlib.sha256(
@@ -416,6 +436,7 @@ def _curate(
         review_rows(),
         discard=[e.id for e in discarded if e.fresh],
     )
+    clock.lap("save")
     return CurationResult(dataset_id, number, workload, summary)
 
 
