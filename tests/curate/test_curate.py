@@ -383,3 +383,43 @@ def test_llm_judge_scores_are_cached_and_disagreement_goes_to_review(fw, store):
     fw.flush()
     curate(store, "shop", rules, judge_model=judge)
     assert len(calls) == asked  # the same example is judged from the cache
+
+
+def test_worker_processes_make_the_same_dataset_as_one_process(settings, store):
+    for workload in ("serial", "parallel"):  # the same traffic twice
+        fw = flywheel.init(workload, settings=settings)
+        for i in range(120):
+            tool = ["get_weather", "book_table"][i % 2]
+            arguments = {"city": f"c{i % 7}"} if i % 2 == 0 else {"people": i % 5}
+            task = log(
+                fw,
+                f"request number {i % 50} about {tool}",
+                [{"name": tool, "arguments": arguments}],
+                session=f"s{i % 40}",
+                success=i % 9 != 0,
+                tool_error=i % 11 == 0,
+            )
+            if i % 9 == 0:
+                fw.correct(task, tool_calls=[{"name": tool, "arguments": {}}])
+        fw.flush()
+        fw.close()
+    rules = parse_rules(DEFAULT_RULES)
+    serial = curate(store, "serial", rules, workers=1, chunk_size=7)
+    parallel = curate(store, "parallel", rules, workers=2, chunk_size=7)
+    assert parallel.summary["tasks_processed"] == 120 and parallel.summary["examples"] > 20
+
+    def same(summary):  # timings and the latency percentiles of the two workloads differ
+        return {k: v for k, v in summary.items() if k not in ("seconds", "latency_percentiles_ms")}
+
+    assert same(parallel.summary) == same(serial.summary)
+
+    def contents(dataset):
+        return sorted(
+            (r["split"], r["messages"][-1]["content"], r["source"]) for r in store.dataset_examples(dataset)
+        )
+
+    assert contents(parallel.dataset_id) == contents(serial.dataset_id)
+    queue = {w: store.review_queue(w, limit=1000) for w in ("serial", "parallel")}
+    assert sorted((i["reason"], i["priority"]) for i in queue["serial"]) == sorted(
+        (i["reason"], i["priority"]) for i in queue["parallel"]
+    )

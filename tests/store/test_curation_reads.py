@@ -1,7 +1,5 @@
-"""Bulk reads for curation: the lean tasks carry what the full ones do, and the
-reading thread stops and reports errors."""
-
-import threading
+"""Bulk reads for curation: the lean tasks carry what the full ones do, in
+ranges that cover every task once."""
 
 import pytest
 from tests.curate.test_curate import log
@@ -31,17 +29,17 @@ def test_curation_tasks_carry_the_last_call_the_tool_summary_and_the_labels(sett
     assert (lean[clean].tool_errors, lean[clean].retries, lean[clean].fallback) == (0, 0, False)
 
 
-def test_a_reader_that_fails_raises_and_a_closed_one_stops(settings, store):
+def test_chunks_cover_every_task_once_and_a_broken_read_raises(settings, store):
     fw = flywheel.init("shop", settings=settings)
-    for i in range(30):
+    for i in range(31):
         log(fw, f"weather in town {i}?", [{"name": "get_weather", "arguments": {"city": f"t{i}"}}])
     fw.flush()
     fw.close()
-    before = threading.active_count()
-    chunks = store.iter_curation_tasks("shop", chunk=2)
-    assert len(next(chunks)) == 2
-    chunks.close()  # the reader thread ends instead of waiting to hand over the next chunk
-    assert threading.active_count() == before
+    chunks = store.curation_chunks("shop", chunk=4)
+    assert len(chunks) == 8 and chunks[-1][1] is None
+    assert all(chunks[i][1] == chunks[i + 1][0] for i in range(7))  # each range ends where the next starts
+    seen = [t.id for chunk in store.iter_curation_tasks("shop", chunk=4) for t in chunk]
+    assert len(seen) == len(set(seen)) == 31
     with store.engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE annotations RENAME TO annotations_away")
     try:

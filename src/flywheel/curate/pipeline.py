@@ -12,7 +12,10 @@ import contextlib
 import gc
 import hashlib
 import logging
+import os
+import pickle
 import time
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,11 +87,24 @@ def curate(
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
     judge_model: Any = None,
+    workers: int | None = None,
+    chunk_size: int = 5000,
 ) -> CurationResult:
     """One curation run (see the module's docstring). ``judge_model`` overrides
-    the rules file's judge endpoint (a ``ChatModel``)."""
+    the rules file's judge endpoint (a ``ChatModel``). ``workers``: processes for
+    pass one (default: one per core, up to 4, when there are at least 20 chunks
+    of ``chunk_size`` tasks; 1: in this process)."""
     with _no_cycle_collection():
-        return _curate(store, workload, rules, now=now, progress=progress, judge_model=judge_model)
+        return _curate(
+            store,
+            workload,
+            rules,
+            now=now,
+            progress=progress,
+            judge_model=judge_model,
+            workers=workers,
+            chunk_size=chunk_size,
+        )
 
 
 class _Clock:
@@ -106,8 +122,8 @@ class _Clock:
 
 @dataclass(slots=True)
 class _Kept:
-    """What the rest of a run needs of an example once its row is written: a few
-    hundred bytes instead of its messages, tools and scores."""
+    """What pass two needs of an example: a few hundred bytes instead of its
+    messages, tools and scores (its encoded row waits, compressed, in its chunk)."""
 
     id: str
     task_id: str
@@ -117,11 +133,10 @@ class _Kept:
     source: str
     task_at: datetime
     tools: tuple[str, ...]
-    question: int  # hash of the normalised question (within this run)
+    question: int  # a hash of the normalised question
     weight: float
-    key_row: int  # its row of band keys
-    stored: bool = False  # its example row is in the store
-    fresh: bool = False  # ... written by this run
+    chunk: int  # its chunk's number; -1: carried over (its row is in the store)
+    row: int  # its row within the chunk, and within the chunk's band keys
 
     def preferred_to(self, other: _Kept) -> bool:
         return (self.task_at, self.source == "correction") > (other.task_at, other.source == "correction")
@@ -136,76 +151,186 @@ class _Review:
     tools: tuple[str, ...]
 
 
-class _Pool:
-    """The run's examples, exactly deduplicated as they arrive (an id names one
-    content; the kept member is the corrected, then the freshest), with the LSH
-    band keys of each for near-duplicate detection at the end."""
+@dataclass
+class _Chunk:
+    """What pass one makes of one chunk of tasks."""
 
-    def __init__(self, store: Store, rules: RulesFile, now: datetime) -> None:
-        self.store, self.rules, self.now = store, rules, now
-        self.bands, self.rows = lsh_parameters(rules.dedup.near_threshold, rules.dedup.num_perm)
-        self.kept: list[_Kept] = []
-        self.index: dict[str, int] = {}
-        self.keys: list[np.ndarray] = []
-        self.offered = 0
+    processed: int = 0
+    task_ids: list[str] = field(default_factory=list)  # when the run is incremental
+    counts: Counter[str] = field(default_factory=Counter)
+    per_rule: Counter[str] = field(default_factory=Counter)
+    usable_per_rule: Counter[str] = field(default_factory=Counter)
+    handled: Counter[str] = field(default_factory=Counter)
+    tool_counts: Counter[str] = field(default_factory=Counter)
+    reviews: list[_Review] = field(default_factory=list)
+    kept: list[_Kept] = field(default_factory=list)
+    keys: Any = None  # numpy (len(kept), bands) uint64
+    rows: bytes = b""  # the examples' encoded rows: zlib(pickle(list of tuples))
 
-    def _compact(self, example: Example, key_row: int) -> _Kept:
-        return _Kept(
-            example.id,
-            example.task_id,
-            example.session_id,
-            example.workload,
-            example.kind,
-            example.source,
-            example.task_at,
-            tuple(example.tools_used),
-            hash(normalized_question(example)),
-            weight(example, self.rules),
-            key_row,
+
+def _question_hash(example: Example) -> int:
+    digest = hashlib.blake2b(normalized_question(example).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _compact(example: Example, rules: RulesFile, chunk: int, row: int) -> _Kept:
+    return _Kept(
+        example.id,
+        example.task_id,
+        example.session_id,
+        example.workload,
+        example.kind,
+        example.source,
+        example.task_at,
+        tuple(example.tools_used),
+        _question_hash(example),
+        weight(example, rules),
+        chunk,
+        row,
+    )
+
+
+def _keys(examples: list[Example], rules: RulesFile) -> np.ndarray:
+    bands, rows = lsh_parameters(rules.dedup.near_threshold, rules.dedup.num_perm)
+    signatures = minhash_signatures(
+        [dedup_text(e.question, e.target) for e in examples], rules.dedup.num_perm
+    )
+    return band_keys(signatures, bands, rows)
+
+
+class _PassOne:
+    """Pass one over a chunk of tasks: rules, examples, quality, review items,
+    band keys and the encoded rows. The same in this process or in a worker."""
+
+    def __init__(
+        self,
+        store: Store,
+        workload: str,
+        rules: RulesFile,
+        now: datetime,
+        percentiles: dict[str, float],
+        window: tuple[datetime | None, datetime | None],
+        incremental: bool,
+        judge: Any = None,
+    ) -> None:
+        self.store, self.workload, self.rules, self.now = store, workload, rules, now
+        self.percentiles, self.window, self.incremental, self.judge = percentiles, window, incremental, judge
+        self.match = rule_matcher(rules.rules)
+
+    def __call__(self, job: tuple[int, Any, Any]) -> _Chunk:
+        number, first, following = job
+        rules, now, out = self.rules, self.now, _Chunk()
+        after, until = self.window
+        tasks = self.store.curation_tasks(
+            self.workload, first, following, ingested_after=after, ingested_until=until
         )
+        candidates: list[Example] = []
+        for task in tasks:
+            out.processed += 1
+            if self.incremental:
+                out.task_ids.append(task.id)
+            rule = self.match(facts(task, self.percentiles))
+            if rule is None:
+                out.counts["unmatched"] += 1
+                continue
+            out.per_rule[rule.name] += 1
+            out.counts[rule.action] += 1
+            if rule.action == "drop":
+                continue
+            example = None
+            try:
+                example = build_example(
+                    task, "train_negative" if rule.action == "train_negative" else "train_positive", rule.name
+                )
+            except (KeyError, TypeError, ValueError) as exc:  # malformed logged content: count it, go on
+                out.handled["malformed"] += 1
+                log.debug("task %s: cannot build an example: %s", task.id, exc)
+            if example is None:
+                out.handled["no_llm_call_or_answer"] += 1
+                if rule.action == "review":
+                    out.reviews.append(_Review(task.id, rule.name, f"rule {rule.name!r}", 0.5, ()))
+                continue
+            out.tool_counts.update(example.tools_used)
+            if rule.action == "review":  # a human decides: no scores needed yet
+                out.reviews.append(_review(example, f"rule {rule.name!r}"))
+                continue
+            example.quality = assess(example, rules, now)
+            verdict = _quality_verdict(example, rules)
+            if verdict == "drop":
+                out.counts["low_quality"] += 1
+                continue
+            if verdict != "pass":
+                out.reviews.append(_review(example, verdict))
+                out.counts["borderline"] += 1
+                continue
+            candidates.append(example)
+            out.usable_per_rule[rule.name] += 1
+            for pair in preference_examples(task, rule.name):
+                pair.quality = assess(pair, rules, now)
+                candidates.append(pair)
+        if self.judge is not None and candidates:
+            candidates = _judged(self.judge, rules, candidates, out.reviews, out.counts)
+        out.kept = [_compact(e, rules, number, row) for row, e in enumerate(candidates)]
+        out.keys = _keys(candidates, rules) if candidates else None
+        encoded = self.store.encode_examples([_example_row(e, now) for e in candidates])
+        out.rows = zlib.compress(pickle.dumps(encoded, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        return out
 
-    def add(self, examples: list[Example], *, stored: bool = False) -> None:
-        """Take a batch; write the rows of new winners (unless ``stored``: carried over)."""
-        if not examples:
-            return
-        start = sum(len(k) for k in self.keys)
-        signatures = minhash_signatures(
-            [dedup_text(e.question, e.target) for e in examples], self.rules.dedup.num_perm
-        )
-        self.keys.append(band_keys(signatures, self.bands, self.rows))
-        pending: dict[str, Example] = {}  # not in the store yet: the winner's row is written
-        updates: dict[str, Example] = {}  # written by this run for a member that lost since
-        for offset, example in enumerate(examples):
-            self.offered += 1
-            compact = self._compact(example, start + offset)
-            compact.stored = stored
-            position = self.index.get(example.id)
-            if position is None:
-                self.index[example.id] = len(self.kept)
-                self.kept.append(compact)
-            else:
-                old = self.kept[position]
-                if not compact.preferred_to(old):
-                    continue
-                compact.key_row = old.key_row  # the same content: the same band keys
-                compact.stored, compact.fresh = old.stored or stored, old.fresh
-                self.kept[position] = compact
-            if compact.fresh:
-                updates[example.id] = example
-            elif not compact.stored:
-                pending[example.id] = example
-        if pending:
-            fresh = self.store.add_examples([_example_row(e, self.now) for e in pending.values()])
-            for example_id in pending:
-                compact = self.kept[self.index[example_id]]
-                compact.stored, compact.fresh = True, example_id in fresh
-        if updates:
-            self.store.update_examples([_example_row(e, self.now) for e in updates.values()])
 
-    def band_keys(self) -> np.ndarray:
-        if not self.keys:
-            return np.zeros((0, self.bands), dtype=np.uint64)
-        return np.concatenate(self.keys)
+_worker: _PassOne | None = None
+
+
+def _start_worker(
+    database_url: str,
+    workload: str,
+    rules_source: str,
+    now: datetime,
+    percentiles: dict[str, float],
+    window: tuple[datetime | None, datetime | None],
+    incremental: bool,
+) -> None:
+    from flywheel.config import Settings
+    from flywheel.curate.rules import parse_rules
+
+    global _worker
+    gc.disable()  # see _no_cycle_collection
+    store = Store.open(Settings(database_url=database_url))
+    _worker = _PassOne(store, workload, parse_rules(rules_source), now, percentiles, window, incremental)
+
+
+def _work(job: tuple[int, Any, Any]) -> _Chunk:
+    assert _worker is not None, "worker not started"
+    return _worker(job)
+
+
+@contextlib.contextmanager
+def _pass_one_map(
+    store: Store, passer: _PassOne, jobs: int, workers: int | None
+) -> Iterator[Callable[[list[tuple[int, Any, Any]]], Iterator[_Chunk]]]:
+    """How pass one runs over the chunks, in order: here, or in worker processes
+    (one per core) when there are many chunks and nothing needs this process
+    (no LLM judge, a database other processes can open)."""
+    url = store.engine.url
+    shareable = url.get_backend_name() == "postgresql" or (url.database not in (None, "", ":memory:"))
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4) if jobs >= 20 else 1
+    if workers <= 1 or passer.judge is not None or not shareable:
+        yield lambda todo: map(passer, todo)
+        return
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no inherited connections or threads
+    args = (
+        url.render_as_string(hide_password=False),
+        passer.workload,
+        passer.rules.source,
+        passer.now,
+        passer.percentiles,
+        passer.window,
+        passer.incremental,
+    )
+    with context.Pool(workers, initializer=_start_worker, initargs=args) as processes:
+        yield lambda todo: processes.imap(_work, todo)
 
 
 def _curate(
@@ -216,6 +341,8 @@ def _curate(
     now: datetime | None,
     progress: Callable[[int], None] | None,
     judge_model: Any,
+    workers: int | None,
+    chunk_size: int,
 ) -> CurationResult:
     now = now or utcnow()
     clock = _Clock()
@@ -226,114 +353,111 @@ def _curate(
     per_rule: Counter[str] = Counter()
     usable_per_rule: Counter[str] = Counter()
     handled: Counter[str] = Counter()  # tasks with missing pieces etc.
+    tool_counts: Counter[str] = Counter()
     reviews: list[_Review] = []
     reprocessed: set[str] = set()
-    tool_counts: Counter[str] = Counter()
-    pool = _Pool(store, rules, now)
-    match = rule_matcher(rules.rules)
-    judge = _judge_of(store, rules, judge_model)
-    processed = accepted = 0
+    kept: list[_Kept] = []
+    index: dict[str, int] = {}  # example id -> its position in kept (exact dedup)
+    keys: list[Any] = []  # band keys by chunk
+    rows: list[bytes] = []  # encoded rows by chunk
+    processed = accepted = offered = 0
     after = previous["cutoff"] if previous and previous["rules_hash"] == rules.hash else None
-    for chunk in store.iter_curation_tasks(workload, ingested_after=after, ingested_until=cutoff):
-        candidates: list[Example] = []
-        for task in chunk:
-            processed += 1
-            if previous is not None:
-                reprocessed.add(task.id)
-            rule = match(facts(task, percentiles))
-            if rule is None:
-                counts["unmatched"] += 1
-                continue
-            per_rule[rule.name] += 1
-            counts[rule.action] += 1
-            if rule.action == "drop":
-                continue
-            example = None
-            try:
-                example = build_example(
-                    task, "train_negative" if rule.action == "train_negative" else "train_positive", rule.name
-                )
-            except (KeyError, TypeError, ValueError) as exc:  # malformed logged content: count it, go on
-                handled["malformed"] += 1
-                log.debug("task %s: cannot build an example: %s", task.id, exc)
-            if example is None:
-                handled["no_llm_call_or_answer"] += 1
-                if rule.action == "review":
-                    reviews.append(_Review(task.id, rule.name, f"rule {rule.name!r}", 0.5, ()))
-                continue
-            tool_counts.update(example.tools_used)
-            if rule.action == "review":  # a human decides: no scores needed yet
-                reviews.append(_review(example, f"rule {rule.name!r}"))
-                continue
-            example.quality = assess(example, rules, now)
-            verdict = _quality_verdict(example, rules)
-            if verdict == "drop":
-                counts["low_quality"] += 1
-                continue
-            if verdict != "pass":
-                reviews.append(_review(example, verdict))
-                counts["borderline"] += 1
-                continue
-            candidates.append(example)
-            usable_per_rule[rule.name] += 1
-            for pair in preference_examples(task, rule.name):
-                pair.quality = assess(pair, rules, now)
-                candidates.append(pair)
-        if judge is not None and candidates:
-            candidates = _judged(judge, rules, candidates, reviews, counts)
-        accepted += len(candidates)
-        pool.add(candidates)
-        if progress:
-            progress(processed)
+    chunks = store.curation_chunks(workload, ingested_after=after, ingested_until=cutoff, chunk=chunk_size)
+    passer = _PassOne(
+        store,
+        workload,
+        rules,
+        now,
+        percentiles,
+        (after, cutoff),
+        previous is not None,
+        _judge_of(store, rules, judge_model),
+    )
+
+    def take(members: list[_Kept]) -> None:
+        """Exact duplicates share an id: the corrected, then the freshest member stays."""
+        nonlocal offered
+        for member in members:
+            offered += 1
+            position = index.get(member.id)
+            if position is None:
+                index[member.id] = len(kept)
+                kept.append(member)
+            elif member.preferred_to(kept[position]):
+                kept[position] = member
+
+    jobs = [(n, first, following) for n, (first, following) in enumerate(chunks)]
+    with _pass_one_map(store, passer, len(jobs), workers) as run:
+        for chunk in run(jobs):
+            processed += chunk.processed
+            reprocessed.update(chunk.task_ids)
+            for total, part in (
+                (counts, chunk.counts), (per_rule, chunk.per_rule), (usable_per_rule, chunk.usable_per_rule),
+                (handled, chunk.handled), (tool_counts, chunk.tool_counts),
+            ):  # fmt: skip
+                total.update(part)
+            reviews.extend(chunk.reviews)
+            accepted += len(chunk.kept)
+            keys.append(chunk.keys)
+            rows.append(chunk.rows)
+            take(chunk.kept)
+            if progress:
+                progress(processed)
     if previous is None and processed == 0:
         raise InvalidInput(
             f"no finished tasks of workload {workload!r} to curate",
             hint="log some traffic first (flywheel simulate)",
         )
-
     clock.lap("examples")
+
     # Carry over the previous version's examples whose tasks were not reprocessed.
     previous_split: dict[str, str] = {}
     carried = 0
+    carried_keys: list[Any] = []
     if previous is not None:
         membership = store.dataset_membership(previous["id"])
         ids = list(membership)
         for start in range(0, len(ids), 5000):
-            rows = store.examples_by_id(ids[start : start + 5000])
+            found = store.examples_by_id(ids[start : start + 5000])
             batch = []
             for example_id in ids[start : start + 5000]:
-                row = rows.get(example_id)
+                row = found.get(example_id)
                 if row is None or row["task_id"] in reprocessed:
                     continue
                 example = _example_from_row(row)
                 example.quality = assess(example, rules, now)
                 batch.append(example)
                 previous_split[row["session_id"]] = membership[example_id][0]
-            carried += len(batch)
-            pool.add(batch, stored=True)
-    counts["exact_duplicates"] = pool.offered - len(pool.kept)
-    kept = pool.kept
+            if batch:
+                base = sum(len(k) for k in carried_keys)
+                carried_keys.append(_keys(batch, rules))
+                take([_compact(e, rules, -1, base + i) for i, e in enumerate(batch)])
+                carried += len(batch)
+    counts["exact_duplicates"] = offered - len(kept)
     clock.lap("carried_over")
 
     # Staleness: too old and not re-validated -> dropped.
-    discarded: list[_Kept] = []
     drop_after = rules.staleness.drop_after_days
     if drop_after is not None:
         fresh = [e for e in kept if (now - e.task_at).total_seconds() / 86400 <= drop_after]
         counts["stale_dropped"] = len(kept) - len(fresh)
-        discarded += [e for e in kept if (now - e.task_at).total_seconds() / 86400 > drop_after]
         kept = fresh
 
     # Near-duplicates keep the corrected, then the freshest member.
-    keys = pool.band_keys()[[e.key_row for e in kept]] if kept else np.zeros((0, pool.bands), np.uint64)
+    carried_keys_all: Any = np.concatenate(carried_keys) if carried_keys else None
+
+    def band_row(member: _Kept) -> Any:
+        return (carried_keys_all if member.chunk < 0 else keys[member.chunk])[member.row]
+
+    bands, _ = lsh_parameters(rules.dedup.near_threshold, rules.dedup.num_perm)
+    matrix = np.stack([band_row(e) for e in kept]) if kept else np.zeros((0, bands), np.uint64)
     clusters: dict[int, list[int]] = defaultdict(list)
-    for i, label in enumerate(lsh_components(keys).tolist()):
+    for i, label in enumerate(lsh_components(matrix).tolist()):
         clusters[label].append(i)
-    survivors = []
-    for members in clusters.values():
-        best = max(members, key=lambda i: (kept[i].source == "correction", kept[i].task_at))
-        survivors.append(kept[best])
-        discarded += [kept[i] for i in members if i != best]
+    survivors = [
+        kept[max(members, key=lambda i: (kept[i].source == "correction", kept[i].task_at))]
+        for members in clusters.values()
+    ]
     counts["near_duplicates"] = len(kept) - len(survivors)
     kept = sorted(survivors, key=lambda e: (e.task_at, e.id))
     clock.lap("dedup")
@@ -342,47 +466,43 @@ def _curate(
     members_of: dict[str, list[_Kept]] = {}
     for member in kept:
         members_of.setdefault(member.session_id, []).append(member)
-    keys_of_sessions = sorted(members_of)
+    sessions = sorted(members_of)
     strata = []
-    for key in keys_of_sessions:
+    for key in sessions:
         tools = [tool for member in members_of[key] for tool in member.tools] or ["(none)"]
         strata.append(f"{members_of[key][0].workload}|{dominant(tools)}")
     # A tool stratum too small to hold every split joins its workload's pool of rare tools.
     smallest = min([f for f in (rules.splits.eval, rules.splits.few_shot) if f > 0] or [1.0])
     sizes = Counter(strata)
     strata = [s if sizes[s] * smallest >= 1 else s.split("|", 1)[0] + "|(rare tools)" for s in strata]
-    ranks = stratified_ranks(keys_of_sessions, strata, rules.splits.seed)
+    ranks = stratified_ranks(sessions, strata, rules.splits.seed)
     split_of_session = {
         key: previous_split.get(key) or split_of(ranks[key], rules)
-        for key in keys_of_sessions  # eval stays eval
+        for key in sessions  # eval stays eval
     }
     # The same question asked in another session must not train what eval measures.
-    eval_questions = {
-        e.question for k in keys_of_sessions if split_of_session[k] == "eval" for e in members_of[k]
-    }
+    eval_questions = {e.question for k in sessions if split_of_session[k] == "eval" for e in members_of[k]}
     membership_rows: list[tuple[str, str, float]] = []
     split_counts: Counter[str] = Counter()
     final: list[_Kept] = []
-    for key in keys_of_sessions:
+    for key in sessions:
         split = split_of_session[key]
         for member in members_of[key]:
             if split != "eval" and member.question in eval_questions:
                 counts["dropped_eval_overlap"] += 1
-                discarded.append(member)
                 continue
             final.append(member)
             split_counts[split] += 1
             membership_rows.append((member.id, split, member.weight))
-
-    usable = len(membership_rows)
     clock.lap("splits")
+
     summary = {
         "tasks_processed": processed,
         "carried_over": carried,
         "actions": dict(counts),
         "per_rule": dict(per_rule),
         "handled": dict(handled),
-        "examples": usable,
+        "examples": len(membership_rows),
         "splits": dict(split_counts),
         "sources": dict(Counter(e.source for e in final)),
         "kinds": dict(Counter(e.kind for e in final)),
@@ -394,7 +514,7 @@ def _curate(
             else {},
         },
         "latency_percentiles_ms": percentiles,
-        "seconds": clock.laps,  # by phase; "save" is written into the row afterwards
+        "seconds": clock.laps,  # by phase; "save" is added to the returned summary only
     }
     number = (previous["number"] + 1) if previous else 1
     content = hashlib.sha256(
@@ -420,6 +540,16 @@ def _curate(
                 "updated_at": now,
             }
 
+    def example_rows() -> Iterator[list[tuple[Any, ...]]]:
+        """The surviving examples' rows, chunk by chunk (carried ones are stored)."""
+        wanted: dict[int, list[int]] = defaultdict(list)
+        for member in final:
+            if member.chunk >= 0:
+                wanted[member.chunk].append(member.row)
+        for number_of_chunk in sorted(wanted):
+            encoded = pickle.loads(zlib.decompress(rows[number_of_chunk]))
+            yield [encoded[row] for row in sorted(wanted[number_of_chunk])]
+
     store.save_dataset(
         {
             "id": dataset_id,
@@ -434,7 +564,7 @@ def _curate(
         },
         [{"dataset_id": dataset_id, "example_id": i, "split": s, "weight": w} for i, s, w in membership_rows],
         review_rows(),
-        discard=[e.id for e in discarded if e.fresh],
+        example_rows(),
     )
     clock.lap("save")
     return CurationResult(dataset_id, number, workload, summary)

@@ -4,7 +4,7 @@ versions, examples and their membership, review items."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,48 +19,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 __all__ = ["CurationQueries"]
-
-
-def _prefetched(produce: Callable[[], Iterator[Any]], depth: int = 2) -> Iterator[Any]:
-    """The items of ``produce()``, made by a thread that stays up to ``depth``
-    items ahead; its exception is raised here; closing this generator stops it."""
-    import queue
-    import threading
-
-    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def offer(kind: str, value: Any) -> bool:
-        while not stop.is_set():
-            try:
-                items.put((kind, value), timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False  # the consumer is gone
-
-    def run() -> None:
-        try:
-            for item in produce():
-                if not offer("item", item):
-                    return
-            offer("end", None)
-        except BaseException as exc:  # handed to the consumer, raised there
-            offer("error", exc)
-
-    worker = threading.Thread(target=run, name="flywheel-curation-reader", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, value = items.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        worker.join()
 
 
 def _loads(text: str | None) -> Any:
@@ -164,6 +122,33 @@ class CurationQueries:
                 self._attach_labels(conn, tasks, ids)
                 yield list(tasks.values())
 
+    def curation_chunks(
+        self,
+        workload: str,
+        *,
+        ingested_after: datetime | None = None,
+        ingested_until: datetime | None = None,
+        chunk: int = 5000,
+    ) -> list[tuple[tuple[datetime, str], tuple[datetime, str] | None]]:
+        """The tasks ``iter_curation_tasks`` reads, cut into ranges of about ``chunk``
+        tasks, oldest ingest first: (first (ingested_at, id), the next range's first
+        or None), numbered by the database in one pass over the index."""
+        c = t.tasks.c
+        conditions = self._curation_conditions(workload, ingested_after, ingested_until)
+        numbered = (
+            select(c.ingested_at, c.id, func.row_number().over(order_by=(c.ingested_at, c.id)).label("n"))
+            .where(*conditions)
+            .subquery()
+        )
+        with self.engine.connect() as conn:
+            starts = conn.execute(
+                select(numbered.c.ingested_at, numbered.c.id)
+                .where((numbered.c.n - 1) % chunk == 0)
+                .order_by(numbered.c.n)
+            ).all()
+        firsts = [(r.ingested_at, r.id) for r in starts]
+        return [(first, firsts[i + 1] if i + 1 < len(firsts) else None) for i, first in enumerate(firsts)]
+
     def iter_curation_tasks(
         self,
         workload: str,
@@ -172,72 +157,89 @@ class CurationQueries:
         ingested_until: datetime | None = None,
         chunk: int = 5000,
     ) -> Iterator[list[CurationTask]]:
-        """The same tasks as ``iter_tasks_detailed``, loaded for curation: each
-        task's last model call (its messages, tools and response; the JSON of
-        a tool list seen before is decoded once), a tool-call summary
-        aggregated in SQL (errors, later attempts, fallback used), the labels.
+        """The same tasks as ``iter_tasks_detailed``, loaded for curation (see
+        ``curation_tasks``), chunk by chunk."""
+        for first, following in self.curation_chunks(
+            workload, ingested_after=ingested_after, ingested_until=ingested_until, chunk=chunk
+        ):
+            yield self.curation_tasks(
+                workload, first, following, ingested_after=ingested_after, ingested_until=ingested_until
+            )
 
-        The next chunk is read by a thread while the caller works on this one
-        (the database works without the GIL)."""
-        conditions = self._curation_conditions(workload, ingested_after, ingested_until)
-        return _prefetched(lambda: self._curation_chunks(conditions, chunk))
-
-    def _curation_chunks(self, conditions: list[Any], chunk: int) -> Iterator[list[CurationTask]]:
+    def curation_tasks(
+        self,
+        workload: str,
+        first: tuple[datetime, str],
+        following: tuple[datetime, str] | None,
+        *,
+        ingested_after: datetime | None = None,
+        ingested_until: datetime | None = None,
+    ) -> list[CurationTask]:
+        """The tasks of one range of ``curation_chunks``, as curation reads them:
+        each task's last model call (its messages, tools and response; the JSON of
+        a tool list seen before is decoded once), a tool-call summary aggregated
+        in SQL (errors, later attempts, fallback used), and the labels."""
         from datetime import UTC
 
         c, s = t.tasks.c, t.steps.c
-        columns = [
-            c.id, c.workload, c.session_id, c.success, c.confidence, c.started_at, c.ended_at,
-            c.duration_ms, cast(c.output, Text).label("output"),
-        ]  # fmt: skip
-        tool_lists: dict[str, Any] = {}
+        conditions = self._curation_conditions(workload, ingested_after, ingested_until)
+        conditions.append(tuple_(c.ingested_at, c.id) >= tuple_(first[0], first[1]))
+        if following is not None:
+            conditions.append(tuple_(c.ingested_at, c.id) < tuple_(following[0], following[1]))
+        # the range's task ids, as a subquery: one small statement where a list of
+        # ids would be thousands of parameters to bind
+        ids = select(c.id).where(*conditions)
         # An expression, not the bare column: SQLite would otherwise pick the kind index
         # and scan every step of that kind for each chunk, instead of the task_id index.
         by_kind = s.kind.concat("")
+        tasks: dict[str, CurationTask] = {}
         with self.engine.connect() as conn:
-            for rows, ids in self._pages(conn, columns, conditions, chunk):
-                tasks: dict[str, CurationTask] = {}
-                for r in rows:
-                    started, ended = r.started_at, r.ended_at
-                    tasks[r.id] = CurationTask(
-                        r.id, r.workload, r.session_id, r.success, r.confidence,
-                        started if started.tzinfo else started.replace(tzinfo=UTC),
-                        ended if ended is None or ended.tzinfo else ended.replace(tzinfo=UTC),
-                        r.duration_ms, None, output_json=r.output,
-                    )  # fmt: skip
-                summary = select(
-                    s.task_id,
-                    func.count(s.error),
-                    func.sum(case((s.data["attempt"].as_integer() > 1, 1), else_=0)),
-                    func.max(case((s.data["fallback"].as_boolean(), 1), else_=0)),
-                ).where(s.task_id.in_(ids), by_kind == "tool_call")
-                for task_id, errors, retries, fallback in conn.execute(summary.group_by(s.task_id)).all():
-                    task = tasks[task_id]
-                    task.tool_errors, task.retries = int(errors or 0), int(retries or 0)
-                    task.fallback = bool(fallback)
-                calls = select(
-                    s.task_id,
-                    s.seq,
-                    s.data["messages"].as_string(),
-                    s.data["tools"].as_string(),
-                    s.data["response"].as_string(),
-                ).where(s.task_id.in_(ids), by_kind == "llm_call")
-                last: dict[str, tuple[int, Any, Any, Any]] = {}
-                for task_id, seq, messages, tools, response in conn.execute(calls).all():
-                    if task_id not in last or seq >= last[task_id][0]:
-                        last[task_id] = (seq, messages, tools, response)
-                for task_id, (_, messages, tools, response) in last.items():
-                    if tools is not None and tools not in tool_lists:
-                        if len(tool_lists) > 10_000:
-                            tool_lists.clear()
-                        tool_lists[tools] = _loads(tools)
-                    tasks[task_id].last_call = {
-                        "messages": _loads(messages),
-                        "tools": tool_lists[tools] if tools is not None else None,
-                        "response": _loads(response),
-                    }
-                self._attach_labels(conn, tasks, ids)
-                yield list(tasks.values())
+            rows = conn.execute(
+                select(
+                    c.id, c.workload, c.session_id, c.success, c.confidence, c.started_at, c.ended_at,
+                    c.duration_ms, cast(c.output, Text).label("output"),
+                ).where(*conditions).order_by(c.ingested_at, c.id)
+            ).all()  # fmt: skip
+            for r in rows:
+                started, ended = r.started_at, r.ended_at
+                tasks[r.id] = CurationTask(
+                    r.id, r.workload, r.session_id, r.success, r.confidence,
+                    started if started.tzinfo else started.replace(tzinfo=UTC),
+                    ended if ended is None or ended.tzinfo else ended.replace(tzinfo=UTC),
+                    r.duration_ms, None, output_json=r.output,
+                )  # fmt: skip
+            summary = select(
+                s.task_id,
+                func.count(s.error),
+                func.sum(case((s.data["attempt"].as_integer() > 1, 1), else_=0)),
+                func.max(case((s.data["fallback"].as_boolean(), 1), else_=0)),
+            ).where(s.task_id.in_(ids), by_kind == "tool_call")
+            for task_id, errors, retries, fallback in conn.execute(summary.group_by(s.task_id)).all():
+                task = tasks[task_id]
+                task.tool_errors, task.retries = int(errors or 0), int(retries or 0)
+                task.fallback = bool(fallback)
+            calls = select(
+                s.task_id,
+                s.seq,
+                s.data["messages"].as_string(),
+                s.data["tools"].as_string(),
+                s.data["response"].as_string(),
+            ).where(s.task_id.in_(ids), by_kind == "llm_call")
+            last: dict[str, tuple[int, Any, Any, Any]] = {}
+            for task_id, seq, messages, tools, response in conn.execute(calls).all():
+                if task_id not in last or seq >= last[task_id][0]:
+                    last[task_id] = (seq, messages, tools, response)
+            tool_lists: dict[str, Any] = {}
+            for task_id, (_, messages, tools, response) in last.items():
+                if tools is not None and tools not in tool_lists:
+                    tool_lists[tools] = _loads(tools)
+                tasks[task_id].last_call = {
+                    "messages": _loads(messages),
+                    "tools": tool_lists[tools] if tools is not None else None,
+                    "response": _loads(response),
+                }
+            self._attach_labels(conn, tasks, ids)
+        return list(tasks.values())
 
     def latency_percentiles(self, workload: str) -> dict[str, float]:
         """p50/p90/p95/p99 task duration (ms) of a workload, for the ``slow`` signal."""
@@ -334,74 +336,47 @@ class CurationQueries:
                     out[row["id"]] = dict(row)
         return out
 
-    def add_examples(self, rows: Sequence[dict[str, Any]]) -> set[str]:
-        """Write example rows not in the store yet (examples are content-addressed:
-        a row already there is left as it is); returns the ids written."""
+    def encode_examples(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """Example rows as the parameters of their insert (JSON and times encoded
+        for this database): what ``save_dataset`` writes, made ahead of time."""
         from flywheel.store.bulk import insert_statement
 
-        ids = [r["id"] for r in rows]
-        c = t.examples.c
-        with self._writing() as conn:
-            there: set[str] = set()
-            for i in range(0, len(ids), 1000):
-                there.update(conn.execute(select(c.id).where(c.id.in_(ids[i : i + 1000]))).scalars())
-            new = [r for r in rows if r["id"] not in there]
-            if new:
-                statement = insert_statement(t.examples, conn.dialect.name)
-                cursor = conn.connection.dbapi_connection.cursor()
-                try:
-                    cursor.executemany(statement.sql, statement.params(new))
-                finally:
-                    cursor.close()
-        return {r["id"] for r in new}
-
-    def update_examples(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Point example rows at another member of their content (task, session,
-        source, rule, scores, time): the one a curation run kept."""
-        from sqlalchemy import bindparam, update
-
-        fields = ("task_id", "session_id", "source", "rule", "quality", "rejected", "task_at")
-        statement = (
-            update(t.examples)
-            .where(t.examples.c.id == bindparam("_id"))
-            .values({f: bindparam(f"_{f}") for f in fields})
-        )
-        with self._writing() as conn:
-            conn.execute(statement, [{"_id": r["id"], **{f"_{f}": r[f] for f in fields}} for r in rows])
+        return insert_statement(t.examples, self.engine.dialect.name).params(rows)
 
     def save_dataset(
         self,
         dataset: dict[str, Any],
         membership: Sequence[dict[str, Any]],
         review_items: Iterable[dict[str, Any]],
-        *,
-        discard: Sequence[str] = (),
+        examples: Iterable[list[tuple[Any, ...]]] = (),
     ) -> None:
-        """Write a dataset version with its membership and review items, atomically;
-        ``discard``: example rows this run wrote that no dataset holds in the end."""
+        """Write a dataset version with its examples (batches of ``encode_examples``;
+        an example already in the store is left as it is: examples are
+        content-addressed), its membership and review items, atomically."""
         from flywheel.store.bulk import insert_statement
 
         with self._writing() as conn:
             conn.execute(t.datasets.insert(), dataset)
             cursor = conn.connection.dbapi_connection.cursor()
             try:
+                rows = insert_statement(t.examples, conn.dialect.name)
+                for batch in examples:
+                    if batch:
+                        cursor.executemany(rows.sql, batch)
                 statement = insert_statement(t.review_items, conn.dialect.name)
-                batch: list[dict[str, Any]] = []
+                items: list[dict[str, Any]] = []
                 for item in review_items:
-                    batch.append(item)
-                    if len(batch) == 10_000:
-                        cursor.executemany(statement.sql, statement.params(batch))
-                        batch = []
-                if batch:
-                    cursor.executemany(statement.sql, statement.params(batch))
+                    items.append(item)
+                    if len(items) == 10_000:
+                        cursor.executemany(statement.sql, statement.params(items))
+                        items = []
+                if items:
+                    cursor.executemany(statement.sql, statement.params(items))
                 members = insert_statement(t.dataset_examples, conn.dialect.name, conflict=None)
                 for i in range(0, len(membership), 50_000):
                     cursor.executemany(members.sql, members.params(membership[i : i + 50_000]))
             finally:
                 cursor.close()
-            c = t.examples.c
-            for i in range(0, len(discard), 1000):
-                conn.execute(t.examples.delete().where(c.id.in_(discard[i : i + 1000])))
 
     # ----------------------------------------------------------- review queue
 
