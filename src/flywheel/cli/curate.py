@@ -21,6 +21,10 @@ def curate(
     rules: Annotated[
         Path | None, typer.Option(help="Rules file (YAML or TOML); default: the built-in rules.")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Processes for the first pass (default: one a core, large runs)."),
+    ] = None,
     json: Json = False,
 ) -> None:
     """Turn new traffic into a new immutable dataset version (incremental)."""
@@ -30,7 +34,9 @@ def curate(
     parsed = load_rules(rules) if rules else parse_rules(DEFAULT_RULES, name="default rules")
     with open_store() as store, Progress(console=console(stderr=True), disable=json, transient=True) as bar:
         job = bar.add_task(f"curating {workload}", total=None)
-        result = run(store, workload, parsed, progress=lambda n: bar.update(job, completed=n))
+        result = run(
+            store, workload, parsed, progress=lambda n: bar.update(job, completed=n), workers=workers
+        )
     if json:
         print_json({"dataset": result.dataset_id, "number": result.number, **result.summary})
         return
@@ -43,6 +49,9 @@ def curate(
         f"{s['review_items']} sent to review"
     )
     out.print(f"signal density: {s['signal_density']['overall']} usable examples per 1,000 tasks")
+    laps = s.get("seconds") or {}
+    if laps:
+        out.print("seconds: " + ", ".join(f"{phase} {value:.1f}" for phase, value in laps.items()))
     table = Table("rule", "tasks", "usable per 1,000 tasks")
     for rule, n in s["per_rule"].items():
         table.add_row(rule, str(n), str(s["signal_density"]["per_rule"].get(rule, 0)))
