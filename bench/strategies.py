@@ -34,15 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def _held_out(item_id: str, share: float) -> bool:
     return int(hashlib.sha256(item_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
 
@@ -79,7 +70,7 @@ def main() -> None:
     from flywheel.cycle.runner import ensure_baseline
     from flywheel.deploy import create_version, get_version
     from flywheel.errors import InvalidInput
-    from flywheel.evaluate.offline import EvalItem, compare, evaluate_version
+    from flywheel.evaluate.offline import EvalItem, compare, evaluate_version, wilson_interval
     from flywheel.improve import build_candidate
     from flywheel.improve.lora import LoraSettings, TrainingExample, train_lora
     from flywheel.models.registry import load_model
@@ -202,7 +193,7 @@ def main() -> None:
             continue
         answers = data["answers"]
         right = sum(a.correct for a in answers.values())
-        low, high = _wilson(right, len(answers))
+        low, high = wilson_interval(right, len(answers))
         row: dict[str, Any] = {
             "strategy": label,
             "version": data["version"],

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import subprocess
 import sys
@@ -25,21 +24,13 @@ import time
 from pathlib import Path
 
 from flywheel.evaluate.ast_check import check_calls
+from flywheel.evaluate.offline import wilson_interval
 from flywheel.models.base import ChatRequest, FewShot
 from flywheel.models.local import LocalModel, build_prompt, student_model_path
 from flywheel.workloads.bfcl import load_bfcl
 
 ROOT = Path(__file__).resolve().parents[1]
 CATEGORIES = ["simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance"]
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def accuracy_runs(model: LocalModel, per_category: int, shots: int, seed: int) -> dict:
@@ -67,7 +58,7 @@ def accuracy_runs(model: LocalModel, per_category: int, shots: int, seed: int) -
                 "correct": correct,
                 "n": len(evaluated),
                 "accuracy": correct / len(evaluated),
-                "ci95": wilson(correct, len(evaluated)),
+                "ci95": wilson_interval(correct, len(evaluated)),
                 "seconds_per_task": seconds / len(evaluated),
                 "output_tokens_per_task": tokens / len(evaluated),
             }
@@ -79,7 +70,12 @@ def accuracy_runs(model: LocalModel, per_category: int, shots: int, seed: int) -
     for mode in list(results):
         total = sum(r["correct"] for r in results[mode].values())
         n = sum(r["n"] for r in results[mode].values())
-        results[mode]["overall"] = {"correct": total, "n": n, "accuracy": total / n, "ci95": wilson(total, n)}
+        results[mode]["overall"] = {
+            "correct": total,
+            "n": n,
+            "accuracy": total / n,
+            "ci95": wilson_interval(total, n),
+        }
     return results
 
 

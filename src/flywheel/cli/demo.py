@@ -18,19 +18,12 @@ from flywheel.cli.data import render_stats
 DEMO_WORKLOAD = "bfcl-demo"
 
 
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def _cycle_row(cycle: dict[str, Any], served_before: str | None) -> dict[str, Any]:
     """One cycle as the demo reports it: the version serving after the cycle and
     its accuracy on the held-out items, with a Wilson 95% CI."""
     metrics = cycle["result"].get("metrics", {})
+    from flywheel.evaluate.offline import wilson_interval
+
     stages = {s["stage"]: s for s in cycle["stages"]}
     evaluate = stages.get("evaluate", {}).get("outputs", {})
     served = metrics.get("served_version") or served_before
@@ -39,7 +32,7 @@ def _cycle_row(cycle: dict[str, Any], served_before: str | None) -> dict[str, An
         side = e["candidate"] if e["version"] == served else e["baseline"]
         n = evaluate["items"]
         accuracy = side["accuracy"]
-        low, high = _wilson(round(accuracy * n), n)
+        low, high = wilson_interval(round(accuracy * n), n)
         if e["version"] == served:
             break
     improvement = metrics.get("improvement") or {}

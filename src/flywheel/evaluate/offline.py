@@ -45,6 +45,7 @@ __all__ = [
     "judge_scores",
     "mcnemar_p",
     "paired_bootstrap",
+    "wilson_interval",
 ]
 
 
@@ -228,6 +229,16 @@ def evaluate_version(
             if progress:
                 progress(finished)
     return {item.id: done[item.id] for item in items}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% for ``z`` = 1.96)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def paired_bootstrap(
