@@ -312,6 +312,8 @@ def _run_child(mode: str, database: Path) -> None:
         )
         result = {"seconds": time.perf_counter() - started, "summary": curated.summary}
     result["peak_rss_mb"] = rss_mb()
+    # the largest worker process of the first pass (each holds one chunk at a time)
+    result["worker_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps(result, default=str))
 
 
@@ -361,10 +363,13 @@ def main() -> None:
         "pandas": {**baseline, "tasks_per_s": tasks / baseline["seconds"]},
         "ratio_time_vs_pandas": ours["seconds"] / baseline["seconds"],
     }
-    print(f"{'pass':<10}{'seconds':>10}{'tasks/s':>12}{'peak RSS MB':>14}")
+    print(f"{'pass':<10}{'seconds':>10}{'tasks/s':>12}{'peak RSS MB':>14}{'worker peak MB':>16}")
     for name in ("flywheel", "pandas"):
         row = report[name]
-        print(f"{name:<10}{row['seconds']:>10.1f}{row['tasks_per_s']:>12.0f}{row['peak_rss_mb']:>14.0f}")
+        print(
+            f"{name:<10}{row['seconds']:>10.1f}{row['tasks_per_s']:>12.0f}{row['peak_rss_mb']:>14.0f}"
+            f"{row['worker_peak_rss_mb']:>16.0f}"
+        )
     print(
         f"flywheel / pandas time: {report['ratio_time_vs_pandas']:.2f} (the pandas pass builds no examples, "
         "dedups exactly only, writes nothing)"
