@@ -72,7 +72,21 @@ def test_lora_adapter_learns_the_train_split_and_llama_cpp_serves_it(settings, s
     train = store.dataset_examples(dataset, "train")
     assert len(train) >= 30
 
-    base = create_version(store, "bfcl", {"model": "local", "max_tokens": 160})
+    # the base pins a knowledge snapshot (read from the store while training; its
+    # floor keeps the one item out of every prompt, so the training is the plain one)
+    from flywheel.agents.knowledge import encode_snapshot
+    from flywheel.models.embedding import Embedder
+    from flywheel.store.artefacts import put_artefact
+
+    fact = "Triangle areas are half of base times height."
+    snapshot = put_artefact(
+        store,
+        "knowledge-index",
+        encode_snapshot([{"id": "k1", "text": fact, "source": "t"}], Embedder().embed([fact]), Embedder.name),
+    )
+    knowledge = {"ref": snapshot, "k": 1, "min_score": 0.999}
+    config = {"model": "local", "max_tokens": 160, "knowledge_snapshot": knowledge}
+    base = create_version(store, "bfcl", config)
     said: list[str] = []
     strategy = LoraStrategy(settings=LoraSettings(epochs=3, batch_size=4), progress=said.append)
     candidate = strategy.build(store, "bfcl", dataset, base)
@@ -83,6 +97,7 @@ def test_lora_adapter_learns_the_train_split_and_llama_cpp_serves_it(settings, s
     assert meta["examples"] == len(train) and data[:4] == b"GGUF"
     assert meta["losses"][-1] < meta["losses"][0]  # it learnt
     assert candidate.version.parent_id == base.id and candidate.version.strategy == "lora"
+    assert candidate.version.config["knowledge_snapshot"] == knowledge  # kept, and trained with
     assert "examples/s" in candidate.changes[0] and any("step" in line for line in said)
 
     sample = train[:16]

@@ -39,7 +39,7 @@ from flywheel.models.base import ChatRequest
 from flywheel.models.local import build_prompt, student_model_path
 from flywheel.records import AgentVersion
 from flywheel.store import Store
-from flywheel.store.artefacts import put_artefact
+from flywheel.store.artefacts import put_artefact, reader
 
 __all__ = ["LoraResult", "LoraSettings", "LoraStrategy", "TrainingExample", "student_hf", "train_lora"]
 
@@ -343,7 +343,7 @@ class LoraStrategy:
             config.pop("few_shot", None)
             config.pop("few_shot_pool", None)
         config.pop("adapter", None)
-        agent = AgentConfig.from_config(config)
+        agent = AgentConfig.from_config(config, artefacts=reader(store))  # trained as it is served
         examples = [
             TrainingExample(
                 r["messages"], r["tools"] or [], r["target"]["tool_calls"], agent.system_for(r["messages"])
