@@ -77,21 +77,10 @@ def list_(
     json: Json = False,
 ) -> None:
     """Knowledge items with their source and freshness."""
-    from sqlalchemy import select
+    from flywheel.improve.knowledge import list_items
 
-    from flywheel.store import tables as t
-
-    ki = t.knowledge_items.c
-    with open_store() as store, store.engine.connect() as conn:
-        rows = [
-            dict(r)
-            for r in conn.execute(
-                select(ki.id, ki.text, ki.source_kind, ki.source_ref, ki.refreshed_at, ki.stale)
-                .where(ki.workload == workload, ki.stale.is_(stale))
-                .order_by(ki.refreshed_at.desc())
-                .limit(limit)
-            ).mappings()
-        ]
+    with open_store() as store:
+        rows = list_items(store, workload, stale=stale, limit=limit)
     if json:
         print_json([{**r, "refreshed_at": r["refreshed_at"].isoformat()} for r in rows])
         return

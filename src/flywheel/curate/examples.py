@@ -24,6 +24,7 @@ __all__ = [
     "assess",
     "band_keys",
     "build_example",
+    "clusters_of",
     "dominant",
     "dedup_text",
     "lsh_components",
@@ -447,7 +448,11 @@ def dedup_text(question: str, target: dict[str, Any]) -> str:
 def near_duplicate_clusters(texts: Sequence[str], threshold: float, num_perm: int) -> list[list[int]]:
     """Groups of indices of near-duplicate texts (MinHash LSH, see ``lsh_components``)."""
     bands, rows = lsh_parameters(threshold, num_perm)
-    labels = lsh_components(band_keys(minhash_signatures(texts, num_perm), bands, rows))
+    return clusters_of(lsh_components(band_keys(minhash_signatures(texts, num_perm), bands, rows)))
+
+
+def clusters_of(labels: np.ndarray) -> list[list[int]]:
+    """Row indices grouped by component label, in order of first appearance."""
     clusters: dict[int, list[int]] = defaultdict(list)
     for i, label in enumerate(labels.tolist()):
         clusters[label].append(i)

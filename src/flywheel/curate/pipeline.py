@@ -29,6 +29,7 @@ from flywheel.curate.examples import (
     assess,
     band_keys,
     build_example,
+    clusters_of,
     dedup_text,
     dominant,
     lsh_components,
@@ -451,12 +452,9 @@ def _curate(
 
     bands, _ = lsh_parameters(rules.dedup.near_threshold, rules.dedup.num_perm)
     matrix = np.stack([band_row(e) for e in kept]) if kept else np.zeros((0, bands), np.uint64)
-    clusters: dict[int, list[int]] = defaultdict(list)
-    for i, label in enumerate(lsh_components(matrix).tolist()):
-        clusters[label].append(i)
     survivors = [
         kept[max(members, key=lambda i: (kept[i].source == "correction", kept[i].task_at))]
-        for members in clusters.values()
+        for members in clusters_of(lsh_components(matrix))
     ]
     counts["near_duplicates"] = len(kept) - len(survivors)
     kept = sorted(survivors, key=lambda e: (e.task_at, e.id))

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from flywheel.agents.knowledge import encode_snapshot
 from flywheel.errors import InvalidInput, NotFound
@@ -53,6 +53,7 @@ __all__ = [
     "KnowledgeStrategy",
     "RefreshReport",
     "gather_items",
+    "list_items",
     "list_sources",
     "refresh_sources",
     "register_source",
@@ -134,6 +135,19 @@ def register_source(store: Store, workload: str, uri: str, every_seconds: int = 
     with store._writing() as conn:
         conn.execute(t.knowledge_sources.insert(), record)
     return record
+
+
+def list_items(store: Store, workload: str, *, stale: bool = False, limit: int = 50) -> list[dict[str, Any]]:
+    """Knowledge items (fresh, or the stale ones), most recently confirmed first."""
+    ki = t.knowledge_items.c
+    query = (
+        select(ki.id, ki.text, ki.source_kind, ki.source_ref, ki.refreshed_at, ki.stale)
+        .where(ki.workload == workload, ki.stale.is_(stale))
+        .order_by(ki.refreshed_at.desc())
+        .limit(limit)
+    )
+    with store.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
 
 
 def list_sources(store: Store, workload: str | None = None) -> list[dict[str, Any]]:
@@ -487,9 +501,16 @@ class KnowledgeStrategy:
                 .where(ki.workload == workload, ki.stale.is_(False), ki.embedding_model == embedder.name)
                 .order_by(ki.id)
             ).all()
-            stale = len(conn.execute(select(ki.id).where(ki.workload == workload, ki.stale.is_(True))).all())
-        judged_out = [r.id for r in rows if votes.get(r.id, (0, 0))[1] > max(1, votes.get(r.id, (0, 0))[0])]
-        rows = [r for r in rows if r.id not in set(judged_out)]
+            stale = conn.execute(
+                select(func.count()).where(ki.workload == workload, ki.stale.is_(True))
+            ).scalar_one()
+
+        def judged_irrelevant(item_id: str) -> bool:
+            relevant, irrelevant = votes.get(item_id, (0, 0))
+            return irrelevant > max(1, relevant)
+
+        judged_out = [r.id for r in rows if judged_irrelevant(r.id)]
+        rows = [r for r in rows if not judged_irrelevant(r.id)]
         if not rows:
             raise InvalidInput(
                 f"workload {workload!r} has no knowledge: no corrections or missing-knowledge "
@@ -548,7 +569,7 @@ class KnowledgeStrategy:
                 changes.append(
                     f"against the current snapshot: +{len(now_ids - before)} items, -{len(before - now_ids)}"
                 )
-            except NotFound:
+            except NotFound:  # pinned from another store: nothing to compare with
                 pass
         quality = retrieval_quality(store, workload)
         if quality["annotated_documents"]:

@@ -231,7 +231,7 @@ class Flywheel:
             data = path.read_bytes()
             if hashlib.sha256(data).hexdigest() == digest:
                 return data
-        except OSError:
+        except OSError:  # not cached yet
             pass
         data = self.transport.artefact(ref)
         if hashlib.sha256(data).hexdigest() != digest:
