@@ -149,6 +149,17 @@ def test_corrections_and_annotations_become_a_pinned_index_the_agent_retrieves_f
 
     # the agent retrieves for each request, logs the step and tells the model
     config = AgentConfig.from_version(candidate.version, artefacts=reader(store))
+    # LoRA's training prompts leave each example's own correction out (leave-one-out)
+    from flywheel.improve.lora import _own_sources
+
+    trained = next(
+        r for r in store.dataset_examples(dataset, "train") if f"correction:{r['task_id']}" in sources
+    )
+    own = next(i["text"] for i in snapshot["items"] if i["source"] == f"correction:{trained['task_id']}")
+    config.knowledge_index.k = len(sources)  # type: ignore[union-attr]
+    assert own in config.system_for(trained["messages"])  # served, it would be found
+    assert own not in config.system_for(trained["messages"], _own_sources(trained["task_id"]))
+    config.knowledge_index.k = 2  # type: ignore[union-attr]
     model = Recording()
     agent = ToolAgent(model, config)
     with fw.task(session_id="x", input="book a table for 12 people") as task:

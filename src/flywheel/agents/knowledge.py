@@ -69,7 +69,7 @@ class KnowledgeIndex:
         self.embedding: str = document["embedding"]
         self.k = k
         self.min_score = min_score
-        self._recent: OrderedDict[str, list[Retrieved]] = OrderedDict()
+        self._recent: OrderedDict[tuple[str, frozenset[str]], list[Retrieved]] = OrderedDict()
         self._recent_lock = threading.Lock()
 
     @classmethod
@@ -94,31 +94,35 @@ class KnowledgeIndex:
         self._recent_lock = threading.Lock()
         return self
 
-    def search(self, query: str) -> list[Retrieved]:
-        """The ``k`` items most similar to ``query`` scoring at least ``min_score``
-        (a request's prompt and its logged retrieval ask twice: the last few
-        answers are remembered)."""
+    def search(self, query: str, exclude: frozenset[str] = frozenset()) -> list[Retrieved]:
+        """The ``k`` items most similar to ``query`` scoring at least ``min_score``,
+        leaving out items whose source is in ``exclude`` (training prompts leave
+        out the example's own correction: served, it cannot have seen it). A
+        request's prompt and its logged retrieval ask twice: the last few
+        answers are remembered."""
         import numpy as np
 
         from flywheel.models.embedding import Embedder
 
         if not self.items or not query.strip():
             return []
+        key = (query, exclude)
         with self._recent_lock:
-            if query in self._recent:
-                return self._recent[query]
+            if key in self._recent:
+                return self._recent[key]
         embedder = Embedder()
         if embedder.name != self.embedding:
             raise ConfigError(f"snapshot embedded with {self.embedding}, the runtime has {embedder.name}")
         scores = self.vectors @ np.asarray(embedder.embed([query])[0], dtype=np.float32)
-        best = np.argsort(-scores)[: self.k]
-        found = [
-            Retrieved(self.items[i]["id"], self.items[i]["text"], float(scores[i]), self.items[i]["source"])
-            for i in best
-            if scores[i] >= self.min_score
-        ]
+        found = []
+        for i in np.argsort(-scores):
+            if len(found) == self.k or scores[i] < self.min_score:
+                break
+            item = self.items[i]
+            if item["source"] not in exclude:
+                found.append(Retrieved(item["id"], item["text"], float(scores[i]), item["source"]))
         with self._recent_lock:
-            self._recent[query] = found
+            self._recent[key] = found
             if len(self._recent) > 64:
                 self._recent.popitem(last=False)
         return found

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from flywheel.agents.few_shot_pool import FewShotPool
 from flywheel.agents.knowledge import KnowledgeIndex, Retrieved
 from flywheel.models.base import ChatModel, ChatRequest, ChatResult, FewShot, last_user_text
 from flywheel.models.pricing import PriceTable
@@ -30,56 +31,6 @@ from flywheel.records import AgentVersion
 from flywheel.sdk.task import TaskHandle
 
 __all__ = ["AgentConfig", "AgentOutcome", "Environment", "FewShotPool", "ToolAgent"]
-
-
-@dataclass
-class FewShotPool:
-    """Examples chosen per request: the ``k`` most similar to the question (cosine
-    of local sentence embeddings, pinned in the version), kept diverse by MMR
-    and within a token budget."""
-
-    examples: list[FewShot]
-    vectors: Any  # numpy (n, d), unit rows, in the order of ``examples``
-    k: int = 3
-    token_budget: int = 600
-    diversity: float = 0.7  # MMR: 1 = similarity only
-
-    @classmethod
-    def from_config(cls, data: dict[str, Any]) -> FewShotPool:
-        import base64
-
-        import numpy as np
-
-        examples = [FewShot(e["question"], e["calls"], e.get("tools") or []) for e in data["examples"]]
-        raw = base64.b64decode(data["vectors"])
-        vectors = np.frombuffer(raw, dtype=np.float16).astype(np.float32).reshape(len(examples), -1)
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
-        return cls(examples, vectors, int(data.get("k", 3)), int(data.get("token_budget", 600)))
-
-    def select(self, question: str) -> list[FewShot]:
-        import numpy as np
-
-        from flywheel.models.embedding import Embedder
-
-        if not self.examples:
-            return []
-        query = np.asarray(Embedder().embed([question])[0], dtype=np.float32)
-        similarity = self.vectors @ query
-        chosen: list[int] = []
-        redundancy = np.zeros(len(self.examples), dtype=np.float32)
-        budget = self.token_budget
-        while len(chosen) < min(self.k, len(self.examples)):
-            score = self.diversity * similarity - (1 - self.diversity) * redundancy
-            score[chosen] = -np.inf
-            best = int(np.argmax(score))
-            shot = self.examples[best]
-            cost = (len(shot.question) + len(str(shot.calls)) + len(str(shot.tools))) // 4
-            if cost > budget and chosen:
-                break
-            budget -= cost
-            chosen.append(best)
-            redundancy = np.maximum(redundancy, self.vectors @ self.vectors[best])
-        return [self.examples[i] for i in chosen]
 
 
 @dataclass
@@ -125,7 +76,7 @@ class AgentConfig:
         config = dict(data)
         shots = [FewShot(s["question"], s["calls"], s.get("tools") or []) for s in config.pop("few_shot", [])]
         pool_data = config.pop("few_shot_pool", None)
-        pool = _pool(version_id or "", pool_data) if pool_data else None
+        pool = _pool(version_id or "", pool_data, artefacts) if pool_data else None
         snapshot = config.pop("knowledge_snapshot", None)
         index = KnowledgeIndex.pinned(snapshot, artefacts) if snapshot else None
         derived = ("few_shot", "few_shot_pool", "knowledge_index", "version_id")
@@ -133,17 +84,18 @@ class AgentConfig:
         values = {**defaults, **{k: v for k, v in config.items() if k in known}}
         return cls(**values, few_shot=shots, few_shot_pool=pool, knowledge_index=index, version_id=version_id)
 
-    def retrieve(self, messages: list[dict[str, Any]]) -> list[Retrieved]:
-        """The knowledge items retrieved for this request (none without a snapshot)."""
+    def retrieve(self, messages: list[dict[str, Any]], exclude: frozenset[str] = frozenset()) -> list[Retrieved]:
+        """The knowledge items retrieved for this request (none without a snapshot),
+        leaving out those whose source is in ``exclude``."""
         if self.knowledge_index is None:
             return []
-        return self.knowledge_index.search(last_user_text(messages))
+        return self.knowledge_index.search(last_user_text(messages), exclude)
 
-    def system_for(self, messages: list[dict[str, Any]]) -> str:
+    def system_for(self, messages: list[dict[str, Any]], exclude: frozenset[str] = frozenset()) -> str:
         """The system prompt of this request: the version's, with the knowledge
-        retrieved for it and its intent's tool hint."""
+        retrieved for it (less the sources in ``exclude``) and its intent's tool hint."""
         system = self.system()
-        retrieved = self.retrieve(messages)
+        retrieved = self.retrieve(messages, exclude)
         if retrieved:
             facts = "\n".join(f"- {r.text}" for r in retrieved)
             system = f"{system}\n\nRelevant knowledge:\n{facts}".strip()
@@ -215,12 +167,12 @@ def _centroids(version_id: str, intents: list[dict[str, Any]]) -> Any:
     return _intent_centroids[version_id]
 
 
-def _pool(version_id: str, data: dict[str, Any]) -> FewShotPool:
+def _pool(version_id: str, data: dict[str, Any], artefacts: Callable[[str], bytes] | None) -> FewShotPool:
     """A version's pool, decoded once per process (configs are immutable)."""
     if not version_id:
-        return FewShotPool.from_config(data)
+        return FewShotPool.from_config(data, artefacts)
     if version_id not in _pools:
-        _pools[version_id] = FewShotPool.from_config(data)
+        _pools[version_id] = FewShotPool.from_config(data, artefacts)
     return _pools[version_id]
 
 

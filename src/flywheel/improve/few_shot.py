@@ -15,7 +15,6 @@ request's nearest neighbours.
 
 from __future__ import annotations
 
-import base64
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,7 +102,9 @@ class FewShotStrategy:
     """``per_request=False``: one fixed set of ``k`` examples in the version.
     ``per_request=True``: a pool of up to ``pool_size`` typical, diverse
     examples with their embeddings pinned in the version; the agent shows
-    each request the ``k`` nearest of them (``AgentConfig.shots_for``)."""
+    each request the ``k`` nearest of them (``AgentConfig.shots_for``). A pool
+    larger than ``few_shot_pool.INLINE_LIMIT`` is pinned as an artefact with an
+    approximate nearest-neighbour index; ``pool_size=0`` pins the whole split."""
 
     name: str = "few_shot"
     k: int = 4
@@ -136,26 +137,29 @@ class FewShotStrategy:
         tools = [{c["name"] for c in r["target"]["tool_calls"]} for r in pool]
         config: dict[str, Any] = dict(current.config) if current else {"model": "local"}
         if self.per_request:
-            chosen = _mmr(vectors, relevance, tools, self.pool_size, self.diversity)
+            from flywheel.agents.few_shot_pool import pool_config
+            from flywheel.models.base import FewShot
+            from flywheel.store.artefacts import put_artefact
+
+            # MMR over the whole split costs pool_size passes over it: a pool of
+            # 0 (or one at least the split's size) takes every example instead.
+            if 0 < self.pool_size < len(pool):
+                chosen = _mmr(vectors, relevance, tools, self.pool_size, self.diversity)
+            else:
+                chosen = list(range(len(pool)))
             config.pop("few_shot", None)
-            picked = np.ascontiguousarray(vectors[chosen].astype(np.float16))
-            config["few_shot_pool"] = {
-                "k": self.k,
-                "token_budget": self.token_budget,
-                "embedding": embedder.name,
-                "examples": [
-                    {
-                        "question": questions[i],
-                        "calls": pool[i]["target"]["tool_calls"],
-                        "tools": _called_tools(pool[i]),
-                    }
-                    for i in chosen
-                ],
-                "vectors": base64.b64encode(picked.tobytes()).decode(),
-            }
+            config["few_shot_pool"] = pool_config(
+                [FewShot(questions[i], pool[i]["target"]["tool_calls"], _called_tools(pool[i])) for i in chosen],
+                vectors[chosen],
+                k=self.k,
+                token_budget=self.token_budget,
+                embedding=embedder.name,
+                store_artefact=lambda data, meta: put_artefact(store, "few_shot_pool", data, meta),
+            )
             sources = Counter(pool[i]["source"] for i in chosen)
+            where = "pinned" if "ref" not in config["few_shot_pool"] else f"in {config['few_shot_pool']['ref'][:19]}…"
             changes = [
-                f"per-request few-shot: each request is shown its {self.k} nearest of {len(chosen)} pinned "
+                f"per-request few-shot: each request is shown its {self.k} nearest of {len(chosen)} {where} "
                 f"examples ({', '.join(f'{n} {s}' for s, n in sorted(sources.items()))}; "
                 f"{len(set().union(*(tools[i] for i in chosen)))} tools) out of a pool of {len(pool)}"
             ]

@@ -92,6 +92,11 @@ class LoraResult:
         return self.examples * len(self.losses) / self.seconds if self.seconds else 0.0
 
 
+def _own_sources(task_id: str) -> frozenset[str]:
+    """The knowledge sources a task's own labels became (see improve.knowledge)."""
+    return frozenset({f"correction:{task_id}", f"missing_knowledge:{task_id}"})
+
+
 def _cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "data-flywheel"
 
@@ -344,9 +349,15 @@ class LoraStrategy:
             config.pop("few_shot_pool", None)
         config.pop("adapter", None)
         agent = AgentConfig.from_config(config, artefacts=reader(store))  # trained as it is served
+        # Leave-one-out: an example's prompt never retrieves the knowledge made from
+        # its own task (its correction would be the answer, and the adapter would
+        # learn to copy retrieved calls instead of answering).
         examples = [
             TrainingExample(
-                r["messages"], r["tools"] or [], r["target"]["tool_calls"], agent.system_for(r["messages"])
+                r["messages"],
+                r["tools"] or [],
+                r["target"]["tool_calls"],
+                agent.system_for(r["messages"], _own_sources(r["task_id"])),
             )
             for r in rows
         ]
