@@ -42,7 +42,7 @@ def _texts(n=600, seed=1):
 
 
 def test_signatures_are_datasketchs():
-    texts = _texts(200)
+    texts = _texts(200) + ["", "one", "Two words", "a b c", "the the the the"]  # short ones too
     ours = minhash_signatures(texts, 64, chunk=37)  # chunks that do not divide the input
     for i, text in enumerate(texts):
         theirs = MinHash(num_perm=64, seed=7, hashfunc=shingle_hash)

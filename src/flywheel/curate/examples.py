@@ -343,9 +343,45 @@ def _shingles(text: str, k: int = 3) -> set[str]:
     return {" ".join(words[i : i + k]) for i in range(max(1, len(words) - k + 1))}
 
 
+_FOLD = 0x01000193  # FNV's 32-bit prime
+_WORDS = re.compile(r"\w+")
+
+
 def shingle_hash(shingle: bytes) -> int:
-    """The 32-bit hash of a shingle (CRC-32: fast, and the same in every process)."""
-    return zlib.crc32(shingle)
+    """The 32-bit hash of a shingle (words joined by spaces): each word's CRC-32,
+    folded left (``h = h * 16777619 ^ crc``, mod 2^32). The same in every
+    process, and computed in numpy from the words' hashes (``minhash_signatures``)."""
+    h = 0
+    for word in shingle.split(b" "):
+        h = ((h * _FOLD) & 0xFFFFFFFF) ^ zlib.crc32(word)
+    return h
+
+
+def _shingle_hashes(texts: Sequence[str], cache: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(the hashes of every text's word 3-shingles, concatenated; how many each
+    text has), as ``shingle_hash`` gives them for ``_shingles``'s shingles (a
+    repeated shingle appears again: the minimum does not mind)."""
+    words: list[int] = []
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for n, text in enumerate(texts):
+        found = _WORDS.findall(text.lower())
+        lengths[n] = len(found)
+        for word in found:
+            h = cache.get(word)
+            if h is None:
+                h = cache[word] = zlib.crc32(word.encode())
+            words.append(h)
+    hashes = np.zeros(len(words) + 2, dtype=np.uint32)  # two more: the last shingles' look-ahead
+    hashes[: len(words)] = words
+    counts = np.maximum(1, lengths - 2)  # a text of fewer than 3 words is one shingle
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    first = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts) + np.arange(counts.sum())
+    size = np.repeat(lengths, counts)
+    fold = np.uint32(_FOLD)
+    h = np.where(size >= 1, hashes[first], np.uint32(0))
+    h = np.where(size >= 2, (h * fold) ^ hashes[first + 1], h)
+    h = np.where(size >= 3, (h * fold) ^ hashes[first + 2], h)
+    return h.astype(np.uint32), counts
 
 
 def _fmix32(hv: np.ndarray) -> np.ndarray:
@@ -370,14 +406,10 @@ def minhash_signatures(
 
     a, b = MinHash(num_perm=num_perm, seed=seed).permutations
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
+    cache: dict[str, int] = {}
     for start in range(0, len(texts), chunk):
-        hashes: list[int] = []
-        counts: list[int] = []
-        for text in texts[start : start + chunk]:
-            shingles = _shingles(text)
-            hashes.extend(zlib.crc32(x.encode()) for x in shingles)
-            counts.append(len(shingles))
-        mixed = _fmix32(np.asarray(hashes, dtype=np.uint32))
+        hashes, counts = _shingle_hashes(texts[start : start + chunk], cache)
+        mixed = _fmix32(hashes)
         permuted = mixed[:, None] * a[None, :] + b[None, :]  # uint32: wraps mod 2^32, as datasketch's
         offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
         out[start : start + len(counts)] = np.minimum.reduceat(permuted, offsets, axis=0)
