@@ -40,9 +40,7 @@ def test_approximate_search_finds_nearly_all_true_neighbours_and_survives_bytes(
     queries = vectors[rng.integers(0, 6000, 100)] + 0.3 * rng.normal(size=(100, 64)).astype(np.float32) / 8
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     exact = VectorIndex.build(vectors, approximate=False)
-    recall = np.mean(
-        [len(set(index.search(q, 10)[0]) & set(exact.search(q, 10)[0])) / 10 for q in queries]
-    )
+    recall = np.mean([len(set(index.search(q, 10)[0]) & set(exact.search(q, 10)[0])) / 10 for q in queries])
     assert recall >= 0.97
     restored = VectorIndex.from_bytes(index.to_bytes())
     assert restored.approximate

@@ -126,7 +126,7 @@ def test_prompt_rules_come_from_the_largest_clusters_of_corrected_failures(setti
     fw.close()
     dataset = curate(store, "shop", parse_rules(DEFAULT_RULES)).dataset_id
     base = create_version(store, "shop", {"model": "local", "rules": ["be brief"]})
-    candidate = STRATEGIES["prompt_rules"]().build(store, "shop", dataset, base)
+    candidate = STRATEGIES["prompt_rules"](ablate=False).build(store, "shop", dataset, base)
     rules = candidate.version.config["rules"]
     assert rules[0] == "be brief" and "exactly one call" in rules[1]  # the largest cluster first
     assert "(such as city)" in rules[2]  # wrong values of the city argument
@@ -138,6 +138,69 @@ def test_prompt_rules_come_from_the_largest_clusters_of_corrected_failures(setti
     clean = curate(store, "clean", parse_rules(DEFAULT_RULES)).dataset_id
     with pytest.raises(InvalidInput, match="no corrected failures"):
         STRATEGIES["prompt_rules"]().build(store, "clean", clean, None)
+
+
+class RuleFollower:
+    """The model at the outer edge: answers the question's city with one call
+    when told to make exactly one call, else with the call twice."""
+
+    name = "rule-follower"
+
+    def __init__(self) -> None:
+        self.systems: list[str] = []
+        self.questions: list[str] = []
+
+    def complete(self, request):
+        import re
+
+        from flywheel.models.base import ChatResult
+
+        self.systems.append(request.system)
+        self.questions.append(request.messages[-1]["content"])
+        city = re.search(r"town (\d+)", request.messages[-1]["content"]).group(1)
+        call = {"name": "get_weather", "arguments": {"city": f"t{city}"}}
+        calls = [call] if "exactly one call" in request.system else [call, call]
+        return ChatResult(calls, "", self.name, 10, 1, 0.01, 0.9, None)
+
+
+def test_a_rule_is_kept_only_when_the_student_does_better_with_it(settings, store):
+    from flywheel.improve import STRATEGIES, build_candidate
+
+    fw = flywheel.init("shop", settings=settings)
+    for i in range(40):
+        right = {"name": "get_weather", "arguments": {"city": f"t{i}"}}
+        wrong = [right, right] if i % 3 else [{"name": "get_weather", "arguments": {"city": "Nowhere"}}]
+        task_id = log(fw, f"weather in town {i}?", wrong, session=f"s{i}", success=False)
+        fw.correct(task_id, tool_calls=[right])
+    fw.flush()
+    fw.close()
+    dataset = curate(store, "shop", parse_rules(DEFAULT_RULES)).dataset_id
+    base = create_version(store, "shop", {"model": "local"})
+    model = RuleFollower()
+    candidate = STRATEGIES["prompt_rules"](model_for=lambda config: model).build(store, "shop", dataset, base)
+    rules = candidate.version.config["rules"]
+    # "exactly one call" makes every answer right; the rule about city values changes nothing
+    assert len(rules) == 1 and "exactly one call" in rules[0]
+    assert "-- kept:" in candidate.changes[0] and "-- dropped:" in candidate.changes[1]
+    assert len(set(model.systems)) == 3  # with all the rules, and without each of the two
+    dev = [r for split in ("train", "few_shot") for r in store.dataset_examples(dataset, split)]
+    assert len(model.questions) == 3 * len(dev)
+    held_out = {r["messages"][-1]["content"] for r in store.dataset_examples(dataset, "eval")}
+    assert held_out and not held_out & set(model.questions)  # the gate's split is never used
+
+    class Useless(RuleFollower):
+        def complete(self, request):
+            request.system = ""  # rules make no difference to this one
+            return super().complete(request)
+
+    with pytest.raises(InvalidInput, match="no rule helped"):
+        STRATEGIES["prompt_rules"](model_for=lambda config: Useless()).build(store, "shop", dataset, base)
+    # in a combination, a strategy with nothing to add is skipped, and the others build
+    combined = build_candidate(
+        store, "shop", dataset, base, "prompt_rules+few_shot", model_for=lambda config: Useless(), k=2
+    )
+    assert combined.version.config["few_shot"] and not combined.version.config.get("rules")
+    assert any(c.startswith("[prompt_rules] skipped: no rule helped") for c in combined.changes)
 
 
 def test_tool_policy_prefers_what_works_per_intent_and_denies_what_never_does(settings, store):

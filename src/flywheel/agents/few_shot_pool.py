@@ -61,7 +61,9 @@ class FewShotPool:
             return []
         embedder = Embedder()
         if self.embedding is not None and embedder.name != self.embedding:
-            raise ConfigError(f"few-shot pool embedded with {self.embedding}, the runtime has {embedder.name}")
+            raise ConfigError(
+                f"few-shot pool embedded with {self.embedding}, the runtime has {embedder.name}"
+            )
         return self.nearest(np.asarray(embedder.embed([question])[0], dtype=np.float32))
 
     def nearest(self, query: Any) -> list[FewShot]:
@@ -86,7 +88,9 @@ class FewShotPool:
         return [self.examples[int(rows[i])] for i in chosen]
 
     @classmethod
-    def from_config(cls, data: dict[str, Any], artefacts: Callable[[str], bytes] | None = None) -> FewShotPool:
+    def from_config(
+        cls, data: dict[str, Any], artefacts: Callable[[str], bytes] | None = None
+    ) -> FewShotPool:
         """The pool of a version's ``few_shot_pool`` (inline, or an artefact read by ``artefacts``)."""
         k, budget = int(data.get("k", 3)), int(data.get("token_budget", 600))
         embedding = data.get("embedding")
@@ -120,7 +124,9 @@ def encode_pool(shots: Sequence[FewShot], vectors: Any, *, approximate: bool | N
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         archive.writestr("format", _FORMAT)
         archive.writestr("examples.json", orjson.dumps(document))
-        archive.writestr("index", VectorIndex.build(vectors, approximate=approximate).to_bytes(), zipfile.ZIP_STORED)
+        archive.writestr(
+            "index", VectorIndex.build(vectors, approximate=approximate).to_bytes(), zipfile.ZIP_STORED
+        )
     return buffer.getvalue()
 
 
@@ -134,7 +140,9 @@ def decode_pool(data: bytes) -> tuple[list[FewShot], VectorIndex]:
     except (zipfile.BadZipFile, KeyError, orjson.JSONDecodeError) as exc:
         raise ConfigError(f"a few-shot pool that cannot be read: {exc}") from exc
     tools = document["tools"]
-    examples = [FewShot(question, calls, [tools[i] for i in refs]) for question, calls, refs in document["examples"]]
+    examples = [
+        FewShot(question, calls, [tools[i] for i in refs]) for question, calls, refs in document["examples"]
+    ]
     if len(index) != len(examples):
         raise ConfigError(f"a few-shot pool of {len(examples)} examples whose index holds {len(index)}")
     return examples, index
@@ -151,7 +159,12 @@ def pool_config(
 ) -> dict[str, Any]:
     """A version's ``few_shot_pool``: inline when small, else an artefact
     (``store_artefact(bytes, meta) -> ref``)."""
-    config: dict[str, Any] = {"k": k, "token_budget": token_budget, "embedding": embedding, "size": len(shots)}
+    config: dict[str, Any] = {
+        "k": k,
+        "token_budget": token_budget,
+        "embedding": embedding,
+        "size": len(shots),
+    }
     if len(shots) <= INLINE_LIMIT:
         packed = np.ascontiguousarray(np.asarray(vectors, dtype=np.float16))
         config["examples"] = [{"question": s.question, "calls": s.calls, "tools": s.tools} for s in shots]

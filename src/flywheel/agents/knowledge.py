@@ -114,7 +114,7 @@ class KnowledgeIndex:
         if embedder.name != self.embedding:
             raise ConfigError(f"snapshot embedded with {self.embedding}, the runtime has {embedder.name}")
         scores = self.vectors @ np.asarray(embedder.embed([query])[0], dtype=np.float32)
-        found = []
+        found: list[Retrieved] = []
         for i in np.argsort(-scores):
             if len(found) == self.k or scores[i] < self.min_score:
                 break

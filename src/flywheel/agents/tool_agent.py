@@ -84,7 +84,9 @@ class AgentConfig:
         values = {**defaults, **{k: v for k, v in config.items() if k in known}}
         return cls(**values, few_shot=shots, few_shot_pool=pool, knowledge_index=index, version_id=version_id)
 
-    def retrieve(self, messages: list[dict[str, Any]], exclude: frozenset[str] = frozenset()) -> list[Retrieved]:
+    def retrieve(
+        self, messages: list[dict[str, Any]], exclude: frozenset[str] = frozenset()
+    ) -> list[Retrieved]:
         """The knowledge items retrieved for this request (none without a snapshot),
         leaving out those whose source is in ``exclude``."""
         if self.knowledge_index is None:

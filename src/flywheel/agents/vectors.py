@@ -46,7 +46,13 @@ class VectorIndex:
         self.graph = graph  # approximate search: a usearch Index holding the vectors
 
     def __len__(self) -> int:
-        return len(self.graph) if self.graph is not None else len(self.vectors) if self.vectors is not None else 0
+        return (
+            len(self.graph)
+            if self.graph is not None
+            else len(self.vectors)
+            if self.vectors is not None
+            else 0
+        )
 
     @property
     def approximate(self) -> bool:
@@ -77,10 +83,7 @@ class VectorIndex:
             return rows, (1.0 - np.asarray(found.distances, dtype=np.float32))
         assert self.vectors is not None
         scores = self.vectors @ q
-        if len(scores) > k:
-            rows = np.argpartition(-scores, k - 1)[:k]
-        else:
-            rows = np.arange(len(scores))
+        rows = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
         order = np.argsort(-scores[rows], kind="stable")
         return rows[order], scores[rows][order]
 
@@ -131,4 +134,6 @@ def _new_graph(dimensions: int, dtype: str) -> Any:
         raise ConfigError(
             "approximate nearest-neighbour search needs usearch", hint="pip install 'data-flywheel[embed]'"
         ) from exc
-    return Index(ndim=dimensions, metric="cos", dtype=dtype, connectivity=16, expansion_add=128, expansion_search=128)
+    return Index(
+        ndim=dimensions, metric="cos", dtype=dtype, connectivity=16, expansion_add=128, expansion_search=128
+    )

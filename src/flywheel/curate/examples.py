@@ -367,15 +367,16 @@ def _shingle_hashes(texts: Sequence[str], cache: dict[str, int]) -> tuple[np.nda
         found = _WORDS.findall(text.lower())
         lengths[n] = len(found)
         for word in found:
-            h = cache.get(word)
-            if h is None:
-                h = cache[word] = zlib.crc32(word.encode())
-            words.append(h)
+            code = cache.get(word)
+            if code is None:
+                code = cache[word] = zlib.crc32(word.encode())
+            words.append(code)
     hashes = np.zeros(len(words) + 2, dtype=np.uint32)  # two more: the last shingles' look-ahead
     hashes[: len(words)] = words
     counts = np.maximum(1, lengths - 2)  # a text of fewer than 3 words is one shingle
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    first = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts) + np.arange(counts.sum())
+    shifts = starts - np.concatenate(([0], np.cumsum(counts)[:-1]))
+    first = np.repeat(shifts, counts) + np.arange(counts.sum())  # each shingle's first word
     size = np.repeat(lengths, counts)
     fold = np.uint32(_FOLD)
     h = np.where(size >= 1, hashes[first], np.uint32(0))

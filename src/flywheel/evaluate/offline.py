@@ -77,30 +77,107 @@ def _expected(target: dict[str, Any]) -> list[dict[str, Any]] | None:
 def eval_items(store: Store, dataset_id: str) -> list[EvalItem]:
     """The dataset's eval split as items (tool-call targets only)."""
     dataset = store.get_dataset(dataset_id)
-    items = []
-    for row in store.dataset_examples(dataset["id"], "eval"):
-        if row["kind"] != "sft":
-            continue
-        expected = _expected(row["target"])
-        if expected is None:
-            text = row["target"].get("content")
-            if text:
-                items.append(
-                    EvalItem(row["id"], "(text answer)", row["messages"], row["tools"] or [], None, str(text))
-                )
-            continue
-        tool_names = sorted({c["name"] for c in row["target"]["tool_calls"]})
-        items.append(
-            EvalItem(
-                row["id"], ",".join(tool_names) or "(no call)", row["messages"], row["tools"] or [], expected
-            )
-        )
+    items = dataset_items(store, dataset["id"], ("eval",))
     if not items:
         raise InvalidInput(
             f"dataset {dataset['id']} has no usable eval split",
             hint="curate more traffic, or raise splits.eval in the rules file",
         )
     return items
+
+
+def dataset_items(store: Store, dataset_id: str, splits: tuple[str, ...]) -> list[EvalItem]:
+    """The examples of ``splits`` as items to answer (sft examples: tool-call or text targets)."""
+    items = []
+    for split in splits:
+        for row in store.dataset_examples(dataset_id, split):
+            if row["kind"] != "sft":
+                continue
+            expected = _expected(row["target"])
+            if expected is None:
+                text = row["target"].get("content")
+                if text:
+                    items.append(
+                        EvalItem(
+                            row["id"], "(text answer)", row["messages"], row["tools"] or [], None, str(text)
+                        )
+                    )
+                continue
+            tool_names = sorted({c["name"] for c in row["target"]["tool_calls"]})
+            items.append(
+                EvalItem(
+                    row["id"],
+                    ",".join(tool_names) or "(no call)",
+                    row["messages"],
+                    row["tools"] or [],
+                    expected,
+                )
+            )
+    return items
+
+
+def _answerer(
+    agent: ToolAgent, config: AgentConfig, items: list[EvalItem]
+) -> Callable[[EvalItem], ItemResult]:
+    """The function answering one item with ``agent`` and judging the answer."""
+    embedder = None
+    if any(item.text is not None for item in items):
+        from flywheel.models.embedding import Embedder
+
+        embedder = Embedder()
+
+    def judge_text(expected: str, answer: str) -> bool:
+        if _normal_text(expected) == _normal_text(answer):
+            return True
+        if embedder is None or not answer.strip():
+            return False
+        from flywheel.models.embedding import cosine
+
+        a, b = embedder.embed([expected, answer])
+        return cosine(a, b) >= SEMANTIC_THRESHOLD
+
+    def run(item: EvalItem) -> ItemResult:
+        request = ChatRequest(
+            messages=item.messages,
+            tools=agent.offered_tools(item.tools),
+            system=config.system_for(item.messages),
+            few_shot=config.shots_for(item.messages),
+            max_tokens=config.max_tokens,
+        )
+        result = agent.model.complete(request)
+        if item.expected is None:  # a text answer: exact, else semantic match
+            correct = result.error is None and not result.calls and judge_text(item.text or "", result.text)
+        else:
+            correct = result.error is None and check_calls(result.calls, item.expected, item.tools).correct
+        cost = agent.prices.cost(result.model, result.input_tokens, result.output_tokens, result.cpu_seconds)
+        return ItemResult(
+            item.id,
+            item.category,
+            correct,
+            result.seconds,
+            result.input_tokens,
+            result.output_tokens,
+            cost,
+            result.error,
+            {"calls": result.calls, "text": result.text, "malformed": result.malformed},
+        )
+
+    return run
+
+
+def answer_items(
+    config: AgentConfig,
+    items: list[EvalItem],
+    model_for: Callable[[AgentConfig], ChatModel],
+    *,
+    workers: int = 2,
+) -> list[ItemResult]:
+    """Every item answered by a config that is not (yet) a version: nothing is
+    cached or stored (what a strategy tries while it builds a candidate)."""
+    agent = ToolAgent(model_for(config), config)
+    run = _answerer(agent, config, items)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(run, items))
 
 
 @dataclass
@@ -160,48 +237,7 @@ def evaluate_version(
     agent = ToolAgent(model_for(config), config, prices=prices)
     done = _cached(store, version_id)
     todo = [item for item in items if item.id not in done]
-
-    embedder = None
-    if any(item.text is not None for item in todo):
-        from flywheel.models.embedding import Embedder
-
-        embedder = Embedder()
-
-    def judge_text(expected: str, answer: str) -> bool:
-        if _normal_text(expected) == _normal_text(answer):
-            return True
-        if embedder is None or not answer.strip():
-            return False
-        from flywheel.models.embedding import cosine
-
-        a, b = embedder.embed([expected, answer])
-        return cosine(a, b) >= SEMANTIC_THRESHOLD
-
-    def run(item: EvalItem) -> ItemResult:
-        request = ChatRequest(
-            messages=item.messages,
-            tools=agent.offered_tools(item.tools),
-            system=config.system_for(item.messages),
-            few_shot=config.shots_for(item.messages),
-            max_tokens=config.max_tokens,
-        )
-        result = agent.model.complete(request)
-        if item.expected is None:  # a text answer: exact, else semantic match
-            correct = result.error is None and not result.calls and judge_text(item.text or "", result.text)
-        else:
-            correct = result.error is None and check_calls(result.calls, item.expected, item.tools).correct
-        cost = agent.prices.cost(result.model, result.input_tokens, result.output_tokens, result.cpu_seconds)
-        return ItemResult(
-            item.id,
-            item.category,
-            correct,
-            result.seconds,
-            result.input_tokens,
-            result.output_tokens,
-            cost,
-            result.error,
-            {"calls": result.calls, "text": result.text, "malformed": result.malformed},
-        )
+    run = _answerer(agent, config, todo)
 
     finished = len(items) - len(todo)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -64,8 +64,9 @@ def build_candidate(
 ) -> Candidate:
     """A candidate by one strategy or a combination (``lora+prompt_rules``): each
     strategy builds on the version the previous one made (so the version chain
-    shows every step), and the candidate's changes list them all. Options a
-    strategy does not take are not passed to it."""
+    shows every step), and the candidate's changes list them all; one that has
+    nothing to add is skipped. Options a strategy does not take are not passed
+    to it."""
     import inspect
 
     version, changes = current, list[str]()
@@ -76,10 +77,19 @@ def build_candidate(
         target = factory.func if isinstance(factory, partial) else factory
         accepted = inspect.signature(target).parameters
         strategy = factory(**{k: v for k, v in options.items() if k in accepted})
-        candidate = strategy.build(store, workload, dataset_id, version)
+        try:
+            candidate = strategy.build(store, workload, dataset_id, version)
+        except InvalidInput as exc:
+            if len(names) == 1:
+                raise
+            # in a combination, a strategy with nothing to add (no rule that helps,
+            # no knowledge) is skipped and said so; the others still build
+            changes.append(f"[{name}] skipped: {exc.message}")
+            continue
         changes.extend(f"[{name}] {c}" if len(names) > 1 else c for c in candidate.changes)
         version = candidate.version
-    assert candidate is not None
+    if candidate is None:
+        raise InvalidInput(f"no strategy of {spec!r} could build a candidate: " + "; ".join(changes))
     return Candidate(candidate.version, changes)
 
 

@@ -149,7 +149,10 @@ class FewShotStrategy:
                 chosen = list(range(len(pool)))
             config.pop("few_shot", None)
             config["few_shot_pool"] = pool_config(
-                [FewShot(questions[i], pool[i]["target"]["tool_calls"], _called_tools(pool[i])) for i in chosen],
+                [
+                    FewShot(questions[i], pool[i]["target"]["tool_calls"], _called_tools(pool[i]))
+                    for i in chosen
+                ],
                 vectors[chosen],
                 k=self.k,
                 token_budget=self.token_budget,
@@ -157,7 +160,11 @@ class FewShotStrategy:
                 store_artefact=lambda data, meta: put_artefact(store, "few_shot_pool", data, meta),
             )
             sources = Counter(pool[i]["source"] for i in chosen)
-            where = "pinned" if "ref" not in config["few_shot_pool"] else f"in {config['few_shot_pool']['ref'][:19]}…"
+            where = (
+                "pinned"
+                if "ref" not in config["few_shot_pool"]
+                else f"in {config['few_shot_pool']['ref'][:19]}…"
+            )
             changes = [
                 f"per-request few-shot: each request is shown its {self.k} nearest of {len(chosen)} {where} "
                 f"examples ({', '.join(f'{n} {s}' for s, n in sorted(sources.items()))}; "

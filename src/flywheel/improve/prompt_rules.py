@@ -10,14 +10,20 @@ function, a missing required argument, an invented argument, a value of the
 wrong type, a wrong value of a named argument. A cluster that holds at least
 ``min_share`` of the failures (and ``min_count`` of them) becomes a rule from
 its template; the version records each rule with its counts and examples.
-Whether a rule helps is for the evaluation to show: the cycle measures the
-candidate against the current version on held-out data, and the gate keeps
-it only if it does.
+
+A rule is kept only if it helps (``ablate``): the student answers up to
+``dev_items`` examples of the dataset's train and few-shot splits (never the
+held-out eval split, which the cycle's gate uses) with all the new rules, and
+again without each one; a rule stays when more answers are right with it
+than without it. With no rule left there is no candidate. The cycle's gate
+then judges the whole candidate on held-out data, as for any strategy.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +90,10 @@ class PromptRulesStrategy:
     max_rules: int = 3
     min_share: float = 0.1
     min_count: int = 2
+    ablate: bool = True
+    dev_items: int = 40
+    min_dev_items: int = 10
+    model_for: Callable[[Any], Any] | None = None  # AgentConfig -> ChatModel (default: its own model)
 
     def build(self, store: Store, workload: str, dataset_id: str, current: AgentVersion | None) -> Candidate:
         failures: list[tuple[str, str | None, str]] = []
@@ -125,7 +135,10 @@ class PromptRulesStrategy:
                 hint="lower min_share / min_count, or collect more corrections",
             )
         config: dict[str, Any] = dict(current.config) if current else {"model": "local"}
-        config["rules"] = [r for r in config.get("rules") or [] if r not in rules] + rules
+        kept = [r for r in config.get("rules") or [] if r not in rules]
+        if self.ablate:
+            rules, changes = self._ablated(store, dataset_id, config, kept, rules, changes)
+        config["rules"] = kept + rules
         return make_candidate(
             store,
             workload,
@@ -135,3 +148,56 @@ class PromptRulesStrategy:
             current=current,
             changes=changes,
         )
+
+    def _ablated(
+        self,
+        store: Store,
+        dataset_id: str,
+        config: dict[str, Any],
+        kept: list[str],
+        rules: list[str],
+        changes: list[str],
+    ) -> tuple[list[str], list[str]]:
+        """The rules that help on the dev items, and the changes saying how each did."""
+        from flywheel.agents.tool_agent import AgentConfig
+        from flywheel.evaluate.offline import answer_items, dataset_items
+        from flywheel.store.artefacts import reader
+
+        items = [i for i in dataset_items(store, dataset_id, ("train", "few_shot")) if i.expected is not None]
+        items = sorted(items, key=lambda i: hashlib.sha256(i.id.encode()).hexdigest())[: self.dev_items]
+        if len(items) < self.min_dev_items:
+            return rules, [
+                *changes,
+                f"rules not ablated: {len(items)} dev items (fewer than {self.min_dev_items})",
+            ]
+        model_for = self.model_for or _own_model(store)
+        fetch = reader(store)
+
+        def right(active: list[str]) -> int:
+            agent = AgentConfig.from_config({**config, "rules": kept + active}, artefacts=fetch)
+            return sum(r.correct for r in answer_items(agent, items, model_for))
+
+        with_all = right(rules)
+        helping, notes = [], []
+        for n, rule in enumerate(rules):
+            without = right([r for r in rules if r != rule])
+            verdict = "kept" if with_all > without else "dropped"
+            notes.append(
+                f"{changes[n]} -- {verdict}: {with_all}/{len(items)} dev answers right with it, "
+                f"{without} without"
+            )
+            if with_all > without:
+                helping.append(rule)
+        if not helping:
+            raise InvalidInput(
+                f"no rule helped the student on {len(items)} dev items of dataset {dataset_id}: "
+                + "; ".join(n.split(" -- ")[1] for n in notes),
+                hint="collect more corrections, or keep the rules unmeasured (ablate=False)",
+            )
+        return helping, notes
+
+
+def _own_model(store: Store) -> Callable[[Any], Any]:
+    from flywheel.models.registry import load_model
+
+    return lambda agent: load_model(agent.model, adapter=agent.adapter, store=store)

@@ -183,7 +183,11 @@ class CurationQueries:
 
         c, s = t.tasks.c, t.steps.c
         aware = lambda at: at if at.tzinfo else at.replace(tzinfo=UTC)  # noqa: E731 - SQLite's are naive UTC
-        if following is not None and ingested_until is not None and aware(following[0]) <= aware(ingested_until):
+        if (
+            following is not None
+            and ingested_until is not None
+            and aware(following[0]) <= aware(ingested_until)
+        ):
             # Implied by the range's end (a task ingested by then); and a bound SQLite
             # would otherwise serve from the ingested_at index, reading every task
             # from the range to the cutoff once per query (seconds per chunk at 1M).
