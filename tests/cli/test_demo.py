@@ -36,3 +36,8 @@ def test_demo_turns_the_whole_loop_and_reports_each_cycle(cli, store, settings, 
 def test_demo_rejects_unknown_categories(cli):  # noqa: F811
     bad = cli("demo", "--categories", "simple_python,nonsense", ok=False)
     assert bad.exit_code == 2 and "unknown BFCL categories ['nonsense']" in bad.output
+
+
+def test_demo_rejects_unknown_strategies(cli):  # noqa: F811
+    bad = cli("demo", "--strategies", "few_shot,lora+telepathy", ok=False)
+    assert bad.exit_code == 2 and "unknown strategy" in bad.output and "(telepathy)" in bad.output

@@ -65,6 +65,13 @@ def demo(
     budget_minutes: Annotated[
         float, typer.Option(min=1, help="Start no new cycle after this many minutes.")
     ] = 30.0,
+    strategies: Annotated[
+        str,
+        typer.Option(help="Candidates each cycle tries, comma-separated; a+b combines (lora+prompt_rules)."),
+    ] = "few_shot,prompt_rules",
+    correction_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of wrong answers the simulated users correct.")
+    ] = 0.5,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The whole flywheel on the embedded store: the local student serves SIMULATED
@@ -80,6 +87,14 @@ def demo(
     from flywheel.workloads import load_categories
 
     started = time.monotonic()
+    from flywheel.improve import check_strategy
+
+    tried = [spec.strip() for spec in strategies.split(",") if spec.strip()]
+    try:
+        for spec in tried or [""]:
+            check_strategy(spec)
+    except InvalidInput as exc:
+        raise typer.BadParameter(f"{exc.message}; {exc.hint}", param_hint="--strategies") from exc
     chosen = [c.strip() for c in categories.split(",") if c.strip()]
     try:
         items = load_categories(chosen, seed=seed)
@@ -93,8 +108,19 @@ def demo(
 
     rules = Path(config.home) / "demo-rules.yaml"
     rules.parent.mkdir(parents=True, exist_ok=True)
+    # It also leaves out the built-in "quiet successes": the zero-shot student is
+    # right about 2% of the time, so its answers that no user confirmed are not
+    # labels (trained on, or held out as the truth, they teach and measure its
+    # own mistakes). Corrections and answers users approved remain.
+    quiet = (
+        "  - name: quiet successes\n    when: {all: [clean_success, {not: {confidence_below: 0.5}}]}\n"
+        "    action: train_positive\n"
+    )
+    assert quiet in DEFAULT_RULES
     rules.write_text(
-        DEFAULT_RULES.replace("splits: {eval: 0.2, few_shot: 0.1", "splits: {eval: 0.35, few_shot: 0.15")
+        DEFAULT_RULES.replace(
+            "splits: {eval: 0.2, few_shot: 0.1", "splits: {eval: 0.35, few_shot: 0.15"
+        ).replace(quiet, "")
     )
     # This workload's gate: a latency SLO and a cost ceiling per task rather than
     # ratios (the zero-shot student answers little, fast: a ratio to it says
@@ -103,7 +129,7 @@ def demo(
         rules=str(rules),
         base_config={"model": "local", "max_tokens": 192},
         gate=GateSettings(max_seconds_per_task=8.0, max_cost_per_task=0.0005, max_error_rate_increase=0.05),
-        strategies=["few_shot", "prompt_rules"],  # each is a candidate; the best passing one wins
+        strategies=tried,  # each is a candidate; the best passing one wins
         few_shot_k=3,
         min_eval_items=10,
         canary_share=0.3,
@@ -111,7 +137,7 @@ def demo(
         watch_seconds=600,
     )
     fw = flywheel.init(DEMO_WORKLOAD, settings=config.model_copy(update={"url": None}))
-    users = SimulatedUsers(correction_rate=0.5)
+    users = SimulatedUsers(correction_rate=correction_rate)
 
     def model_for(agent_config):  # type: ignore[no-untyped-def]
         return load_model(agent_config.model, adapter=agent_config.adapter, store=store)
