@@ -104,7 +104,7 @@ def main() -> None:
     picks = rng.integers(0, n, args.queries)
     noise = rng.normal(size=(args.queries, args.dimensions)).astype(np.float32)
     queries = vectors[picks] + 0.3 * noise / np.sqrt(args.dimensions)  # a pooled request, reworded
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
 
     exact_times, ann_times, pool_times, recalls = [], [], [], []
     for query in queries:
