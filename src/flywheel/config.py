@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         "once and kept in FLYWHEEL_HOME/session_secret (shared by the server's workers).",
     )
     home: Path = Field(Path(".flywheel"), description="Folder for local state: the SDK's disk spool, caches.")
+    teacher_model: str | None = Field(
+        None,
+        description="A teacher model (openai:MODEL[@BASE_URL]) that writes the prompt-rules "
+        "strategy's rules from failure clusters; unset: the rules come from templates.",
+    )
     auto_migrate: bool = Field(
         True, description="Bring the database schema up to date when a store is opened."
     )

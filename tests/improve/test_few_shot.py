@@ -358,3 +358,80 @@ def test_fine_tuning_through_an_openai_compatible_api(settings, store, final):
     assert "ftjob-1" in candidate.changes[0] and candidate.version.parent_id == base.id
     with pytest.raises(InvalidInput, match="needs openai:MODEL"):
         strategy.build(store, "shop", dataset, create_version(store, "shop", {"model": "local"}))
+
+
+def _fake_chat_api(seen: list, answer: str):
+    """An OpenAI-compatible chat completions endpoint, in the documented shape."""
+    import json as _json
+
+    import httpx
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/v1/chat/completions":
+            return httpx.Response(404, json={"error": {"message": f"no route {request.url.path}"}})
+        body = _json.loads(request.content)
+        seen.append(body)
+        return httpx.Response(
+            200,
+            json={
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": answer},
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 12, "total_tokens": 62},
+            },
+        )
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "answer, written",
+    [
+        ("Call get_weather once per city asked about, never twice.", True),
+        ("Here are some thoughts:\n1. be careful\n2. think", False),  # not one rule: the template stays
+    ],
+)
+def test_a_teacher_model_writes_the_rules_when_one_is_configured(settings, store, answer, written):
+    import httpx
+    import openai
+
+    from flywheel.improve import STRATEGIES
+    from flywheel.improve.prompt_rules import TEMPLATES
+    from flywheel.models.remote import OpenAIModel
+
+    fw = flywheel.init("shop", settings=settings)
+    for i in range(20):
+        right = {"name": "get_weather", "arguments": {"city": f"t{i}"}}
+        task_id = log(fw, f"weather in town {i}?", [right, right], session=f"s{i}", success=False)
+        fw.correct(task_id, tool_calls=[right])
+    fw.flush()
+    fw.close()
+    dataset = curate(store, "shop", parse_rules(DEFAULT_RULES)).dataset_id
+    seen: list = []
+    client = openai.OpenAI(
+        base_url="http://teacher.test/v1",
+        api_key="sk-test",
+        http_client=httpx.Client(transport=httpx.MockTransport(_fake_chat_api(seen, answer))),
+    )
+    teacher = OpenAIModel("teacher-large", client=client)
+    candidate = STRATEGIES["prompt_rules"](ablate=False, teacher_model=teacher).build(
+        store, "shop", dataset, None
+    )
+    [rule] = candidate.version.config["rules"]
+    [request] = seen
+    prompt = request["messages"][-1]["content"]
+    assert request["model"] == "teacher-large" and request["messages"][0]["role"] == "system"
+    assert "extra calls" in prompt and "weather in town" in prompt  # the cluster, its counts and examples
+    if written:
+        assert rule == answer and "by teacher teacher-large" in candidate.changes[0]
+    else:
+        assert rule == TEMPLATES["extra_calls"] and "by template" in candidate.changes[0]

@@ -9,7 +9,11 @@ calls: no call where one was needed, extra or missing calls, the wrong
 function, a missing required argument, an invented argument, a value of the
 wrong type, a wrong value of a named argument. A cluster that holds at least
 ``min_share`` of the failures (and ``min_count`` of them) becomes a rule from
-its template; the version records each rule with its counts and examples.
+its template, or is written by a teacher model when one is configured
+(``teacher``, or ``FLYWHEEL_TEACHER_MODEL``: any OpenAI-compatible endpoint),
+shown the cluster's counts and examples; an answer that is not one short
+instruction falls back to the template. The version records each rule with
+its counts, examples and author.
 
 A rule is kept only if it helps (``ablate``): the student answers up to
 ``dev_items`` examples of the dataset's train and few-shot splits (never the
@@ -94,14 +98,26 @@ class PromptRulesStrategy:
     dev_items: int = 40
     min_dev_items: int = 10
     model_for: Callable[[Any], Any] | None = None  # AgentConfig -> ChatModel (default: its own model)
+    teacher: str | None = None  # a model spec (openai:MODEL@URL); default: Settings.teacher_model
+    teacher_model: Any = None  # a ChatModel instead of the spec
 
     def build(self, store: Store, workload: str, dataset_id: str, current: AgentVersion | None) -> Candidate:
         failures: list[tuple[str, str | None, str]] = []
+        samples: dict[str, list[dict[str, Any]]] = defaultdict(list)  # shown to a teacher
         for split in ("train", "few_shot"):  # never the held-out split
             for row in store.dataset_examples(dataset_id, split):
                 if row["source"] == "correction" and row.get("rejected") is not None:
-                    cluster, arg = failure_cluster(_calls(row["rejected"]), _calls(row["target"]))
+                    wrong, right = _calls(row["rejected"]), _calls(row["target"])
+                    cluster, arg = failure_cluster(wrong, right)
                     failures.append((cluster, arg, last_user_text(row["messages"])))
+                    if len(samples[cluster]) < 3:
+                        samples[cluster].append(
+                            {
+                                "question": last_user_text(row["messages"])[:300],
+                                "agent": wrong,
+                                "human": right,
+                            }
+                        )
         if not failures:
             raise InvalidInput(
                 f"dataset {dataset_id} holds no corrected failures to learn rules from",
@@ -117,16 +133,21 @@ class PromptRulesStrategy:
                 examples[cluster].append(question[:80])
         rules: list[str] = []
         changes: list[str] = []
+        teacher = self._teacher()
         for cluster, n in counts.most_common():
             if len(rules) >= self.max_rules or n < self.min_count or n / len(failures) < self.min_share:
                 break
             top = [a for a, _ in args[cluster].most_common(3)]
             detail = f" (such as {', '.join(top)})" if top else ""
-            rule = TEMPLATES[cluster].format(detail=detail)
+            rule, author = TEMPLATES[cluster].format(detail=detail), "template"
+            if teacher is not None:
+                written = _teacher_rule(teacher, cluster, n, len(failures), top, samples[cluster])
+                if written is not None:
+                    rule, author = written, f"teacher {teacher.name}"
             rules.append(rule)
             changes.append(
                 f"rule for {cluster.replace('_', ' ')} ({n} of {len(failures)} corrected failures, "
-                f"e.g. {examples[cluster][0]!r}): {rule}"
+                f"e.g. {examples[cluster][0]!r}; by {author}): {rule}"
             )
         if not rules:
             raise InvalidInput(
@@ -148,6 +169,18 @@ class PromptRulesStrategy:
             current=current,
             changes=changes,
         )
+
+    def _teacher(self) -> Any:
+        if self.teacher_model is not None:
+            return self.teacher_model
+        from flywheel.config import Settings
+
+        spec = self.teacher or Settings().teacher_model
+        if not spec:
+            return None
+        from flywheel.models.registry import load_model
+
+        return load_model(spec)
 
     def _ablated(
         self,
@@ -201,3 +234,45 @@ def _own_model(store: Store) -> Callable[[Any], Any]:
     from flywheel.models.registry import load_model
 
     return lambda agent: load_model(agent.model, adapter=agent.adapter, store=store)
+
+
+_TEACHER_SYSTEM = (
+    "You write system-prompt rules for a small tool-calling model. A rule is one short "
+    "imperative sentence that tells the model how to avoid a kind of mistake. Reply with the rule only."
+)
+
+
+def _teacher_rule(
+    teacher: Any, cluster: str, n: int, total: int, arguments: list[str], samples: list[dict[str, Any]]
+) -> str | None:
+    """A rule for one failure cluster written by the teacher, or None when its
+    answer is not one short instruction (the caller keeps the template)."""
+    import json
+
+    from flywheel.models.base import ChatRequest
+
+    shown = "\n".join(
+        f"- question: {s['question']!r}\n  model called: {json.dumps(s['agent'])[:400]}\n"
+        f"  correct calls: {json.dumps(s['human'])[:400]}"
+        for s in samples
+    )
+    prompt = (
+        f"{n} of {total} corrected failures of the model are of one kind: "
+        f"{cluster.replace('_', ' ')}"
+        + (f" (arguments involved: {', '.join(arguments)})" if arguments else "")
+        + f". Examples:\n{shown}\n\nWrite one rule (at most 200 characters) for the model's "
+        "system prompt that prevents this kind of failure."
+    )
+    result = teacher.complete(
+        ChatRequest(
+            messages=[{"role": "user", "content": prompt}], tools=[], system=_TEACHER_SYSTEM, max_tokens=120
+        )
+    )
+    if result.error is not None or result.calls:
+        return None
+    lines = [
+        line.strip().strip('"').strip() for line in (result.text or "").strip().splitlines() if line.strip()
+    ]
+    if len(lines) != 1 or not 10 <= len(lines[0]) <= 300:
+        return None
+    return lines[0].removeprefix("Rule:").strip()
