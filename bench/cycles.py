@@ -10,9 +10,9 @@
    the rest unattended: curate (the built-in rules without "quiet
    successes"), improve (the policy's strategies), evaluate on the dataset's
    eval split against the gate, canary, watch, promote or roll back.
-3. After each cycle, the version then serving is measured on the held-out
-   BFCL items (AST accuracy, Wilson 95% CI), and so is the ceiling: LoRA on
-   the ground truth of every pool item (what perfect labels would give).
+3. First, the ceiling is measured on the held-out BFCL items (AST accuracy,
+   Wilson 95% CI): LoRA on the ground truth of every pool item (what perfect
+   labels would give). After each cycle, so is the version then serving.
 
 Prints a table (held-out accuracy per cycle, share of the ceiling, cycle
 time without the watch and its bottleneck stage); JSON to
@@ -134,6 +134,21 @@ def main() -> None:
             "ci95": [low, high],
         }
 
+    ceiling = None
+    if not args.no_ceiling:
+        t0 = time.perf_counter()
+        trained = train_lora(
+            [TrainingExample(i.messages, i.tools, i.reference_calls()) for i in pool],
+            LoraSettings(epochs=args.epochs),
+        )
+        ref = put_artefact(
+            store, "lora-adapter", trained.adapter, {"ceiling": True, "examples": trained.examples}
+        )
+        base = get_version(store, base_id)
+        version = create_version(
+            store, workload, {**base.config, "adapter": ref}, parent_id=base.id, strategy="ceiling"
+        )
+        ceiling = {**held_out_accuracy(version, "ceiling"), "train_seconds": round(time.perf_counter() - t0)}
     rows: list[dict[str, Any]] = [
         {"cycle": 0, "outcome": "base", **held_out_accuracy(get_version(store, base_id), "base")}
     ]
@@ -189,24 +204,9 @@ def main() -> None:
         print(f"\ncycle {n + 1}: {row}", file=sys.stderr)
         rows.append(row)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"rows": rows}, indent=2))  # what is done so far survives a stop
+        # what is done so far survives a stop
+        args.out.write_text(json.dumps({"rows": rows, "ceiling": ceiling}, indent=2))
     fw.close()
-
-    ceiling = None
-    if not args.no_ceiling:
-        t0 = time.perf_counter()
-        trained = train_lora(
-            [TrainingExample(i.messages, i.tools, i.reference_calls()) for i in pool],
-            LoraSettings(epochs=args.epochs),
-        )
-        ref = put_artefact(
-            store, "lora-adapter", trained.adapter, {"ceiling": True, "examples": trained.examples}
-        )
-        base = get_version(store, base_id)
-        version = create_version(
-            store, workload, {**base.config, "adapter": ref}, parent_id=base.id, strategy="ceiling"
-        )
-        ceiling = {**held_out_accuracy(version, "ceiling"), "train_seconds": round(time.perf_counter() - t0)}
 
     print(
         f"\n{'cycle':>5} {'outcome':28} {'held-out accuracy [95% CI]':>28} {'of ceiling':>10} {'cycle s':>8} {'bottleneck':>12}"
