@@ -2,8 +2,9 @@
 
 Small sets are searched exactly (one matrix product in numpy). From
 ``APPROXIMATE_FROM`` vectors on, an HNSW graph (``usearch``, in the ``embed``
-extra) answers a query in well under a millisecond where the exact product
-over a million 384-dimensional vectors takes tens of milliseconds. The graph
+extra) answers a query in well under a millisecond, where the exact product
+grows with the pool (2.9 ms at 30,000 vectors of 384 dimensions here: about
+0.1 s at a million). The graph
 keeps its vectors in float16 (a million MiniLM vectors and their links in
 about 0.9 GB, which still fits one store blob); beyond ``FLOAT16_BYTES`` of
 vectors, in int8 (half that again, at the price of recall: 0.83 instead of
@@ -46,13 +47,9 @@ class VectorIndex:
         self.graph = graph  # approximate search: a usearch Index holding the vectors
 
     def __len__(self) -> int:
-        return (
-            len(self.graph)
-            if self.graph is not None
-            else len(self.vectors)
-            if self.vectors is not None
-            else 0
-        )
+        if self.graph is not None:
+            return len(self.graph)
+        return 0 if self.vectors is None else len(self.vectors)
 
     @property
     def approximate(self) -> bool:
