@@ -34,11 +34,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-QUIET = (
-    "  - name: quiet successes\n    when: {all: [clean_success, {not: {confidence_below: 0.5}}]}\n"
-    "    action: train_positive\n"
-)
-
 
 def _held_out(item_id: str, share: float) -> bool:
     return int(hashlib.sha256(item_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
@@ -65,7 +60,7 @@ def main() -> None:
     import flywheel
     from flywheel.agents.simulate import SimulatedUsers, simulate
     from flywheel.config import Settings
-    from flywheel.curate import DEFAULT_RULES
+    from flywheel.curate import CONFIRMED_RULES
     from flywheel.cycle import CyclePolicy, get_cycle, run_cycle
     from flywheel.cycle.runner import GateSettings, ensure_baseline
     from flywheel.deploy import create_version, get_version
@@ -94,11 +89,8 @@ def main() -> None:
         return load_model(config.model, adapter=config.adapter, store=store)
 
     rules = args.store.parent / "cycles-rules.yaml"
-    assert QUIET in DEFAULT_RULES
     rules.write_text(
-        DEFAULT_RULES.replace(
-            "splits: {eval: 0.2, few_shot: 0.1", "splits: {eval: 0.3, few_shot: 0.1"
-        ).replace(QUIET, "")
+        CONFIRMED_RULES.replace("splits: {eval: 0.2, few_shot: 0.1", "splits: {eval: 0.3, few_shot: 0.1")
     )
     policy = CyclePolicy(
         rules=str(rules),

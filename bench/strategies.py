@@ -66,7 +66,7 @@ def main() -> None:
     import flywheel
     from flywheel.agents.simulate import SimulatedUsers, simulate
     from flywheel.config import Settings
-    from flywheel.curate import DEFAULT_RULES, curate, parse_rules
+    from flywheel.curate import CONFIRMED_RULES, curate, parse_rules
     from flywheel.cycle.runner import ensure_baseline
     from flywheel.deploy import create_version, get_version
     from flywheel.errors import InvalidInput
@@ -120,12 +120,7 @@ def main() -> None:
     # The served student is weak (near 0% zero-shot): its answers that nobody
     # confirmed are not labels. These rules train on corrections and on answers
     # users approved; the built-in rules also take "quiet successes".
-    rules = DEFAULT_RULES.replace(
-        "  - name: quiet successes\n    when: {all: [clean_success, {not: {confidence_below: 0.5}}]}\n"
-        "    action: train_positive\n",
-        "",
-    )
-    assert rules != DEFAULT_RULES
+    rules = CONFIRMED_RULES
     dataset = curate(store, workload, parse_rules(rules)).dataset_id
     counts = {s: len(store.dataset_examples(dataset, s)) for s in ("train", "eval", "few_shot")}
     print(f"dataset {dataset}: {counts}", file=sys.stderr)

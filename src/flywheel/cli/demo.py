@@ -104,23 +104,14 @@ def demo(
     # The demo's curation rules: the built-in ones with a larger held-out split
     # (a few hundred tasks per cycle must give enough items for a paired CI),
     # written where the user can read them.
-    from flywheel.curate import DEFAULT_RULES
+    from flywheel.curate import CONFIRMED_RULES
 
     rules = Path(config.home) / "demo-rules.yaml"
     rules.parent.mkdir(parents=True, exist_ok=True)
-    # It also leaves out the built-in "quiet successes": the zero-shot student is
-    # right about 2% of the time, so its answers that no user confirmed are not
-    # labels (trained on, or held out as the truth, they teach and measure its
-    # own mistakes). Corrections and answers users approved remain.
-    quiet = (
-        "  - name: quiet successes\n    when: {all: [clean_success, {not: {confidence_below: 0.5}}]}\n"
-        "    action: train_positive\n"
-    )
-    assert quiet in DEFAULT_RULES
+    # It also leaves out the built-in "quiet successes" (CONFIRMED_RULES): the
+    # zero-shot student is right about 2% of the time.
     rules.write_text(
-        DEFAULT_RULES.replace(
-            "splits: {eval: 0.2, few_shot: 0.1", "splits: {eval: 0.35, few_shot: 0.15"
-        ).replace(quiet, "")
+        CONFIRMED_RULES.replace("splits: {eval: 0.2, few_shot: 0.1", "splits: {eval: 0.35, few_shot: 0.15")
     )
     # This workload's gate: a latency SLO and a cost ceiling per task rather than
     # ratios (the zero-shot student answers little, fast: a ratio to it says

@@ -4,6 +4,14 @@ named dimensions, deduplication, leak-free splits, staleness, review routing,
 exports and signal density."""
 
 from flywheel.curate.pipeline import CurationResult, curate
-from flywheel.curate.rules import DEFAULT_RULES, RulesFile, load_rules, parse_rules
+from flywheel.curate.rules import CONFIRMED_RULES, DEFAULT_RULES, RulesFile, load_rules, parse_rules
 
-__all__ = ["DEFAULT_RULES", "CurationResult", "RulesFile", "curate", "load_rules", "parse_rules"]
+__all__ = [
+    "CONFIRMED_RULES",
+    "DEFAULT_RULES",
+    "CurationResult",
+    "RulesFile",
+    "curate",
+    "load_rules",
+    "parse_rules",
+]

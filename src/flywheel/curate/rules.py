@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from flywheel.errors import InvalidInput
 
-__all__ = ["ACTIONS", "DEFAULT_RULES", "SIGNALS", "RulesFile", "load_rules", "parse_rules"]
+__all__ = ["ACTIONS", "CONFIRMED_RULES", "DEFAULT_RULES", "SIGNALS", "RulesFile", "load_rules", "parse_rules"]
 
 ACTIONS = ("train_positive", "train_negative", "review", "drop")
 
@@ -290,3 +290,13 @@ dedup: {near_threshold: 0.9, num_perm: 64}
 splits: {eval: 0.2, few_shot: 0.1, seed: 0}
 staleness: {half_life_days: 30, drop_after_days: 365}
 """
+
+_QUIET_SUCCESSES = """  - name: quiet successes
+    when: {all: [clean_success, {not: {confidence_below: 0.5}}]}
+    action: train_positive
+"""
+assert _QUIET_SUCCESSES in DEFAULT_RULES
+#: The built-in rules without "quiet successes": for an agent that is mostly
+#: wrong, answers no user confirmed are not labels (neither to train on nor to
+#: hold out); corrections and approved answers remain.
+CONFIRMED_RULES = DEFAULT_RULES.replace(_QUIET_SUCCESSES, "")
