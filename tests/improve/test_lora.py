@@ -67,10 +67,11 @@ def test_lora_adapter_learns_the_train_split_and_llama_cpp_serves_it(settings, s
     fw = flywheel.init("bfcl", settings=settings)
     _log_teacher_answers(fw, load_bfcl(["simple_python"], limit=36, seed=3))
     fw.close()
-    rules = parse_rules(DEFAULT_RULES.replace("eval: 0.2, few_shot: 0.1", "eval: 0.0, few_shot: 0.0"))
+    rules = parse_rules(DEFAULT_RULES.replace("eval: 0.2, few_shot: 0.1", "eval: 0.0, few_shot: 0.15"))
     dataset = curate(store, "bfcl", rules).dataset_id
     train = store.dataset_examples(dataset, "train")
-    assert len(train) >= 30
+    few_shot = store.dataset_examples(dataset, "few_shot")
+    assert len(train) >= 24 and few_shot
 
     # the base pins a knowledge snapshot (read from the store while training; its
     # floor keeps the one item out of every prompt, so the training is the plain one)
@@ -94,7 +95,8 @@ def test_lora_adapter_learns_the_train_split_and_llama_cpp_serves_it(settings, s
     ref = candidate.version.config["adapter"]
     meta, data = get_artefact(store, ref)
     assert meta["kind"] == "lora-adapter" and meta["dataset_id"] == dataset
-    assert meta["examples"] == len(train) and data[:4] == b"GGUF"
+    # the few-shot split trains too: the candidate drops its few-shot examples
+    assert meta["examples"] == len(train) + len(few_shot) and data[:4] == b"GGUF"
     assert meta["losses"][-1] < meta["losses"][0]  # it learnt
     assert candidate.version.parent_id == base.id and candidate.version.strategy == "lora"
     assert candidate.version.config["knowledge_snapshot"] == knowledge  # kept, and trained with
@@ -104,6 +106,18 @@ def test_lora_adapter_learns_the_train_split_and_llama_cpp_serves_it(settings, s
     before = _correct(load_model("local"), sample)
     after = _correct(load_model("local", adapter=ref, store=store), sample)
     assert after >= before + 6, (before, after)
+
+
+def test_a_small_dataset_trains_for_more_epochs():
+    from flywheel.improve.lora import LoraSettings
+
+    settings = LoraSettings(epochs=3)  # at least 100 examples seen, at most 25 epochs
+    assert settings.epochs_for(18) == 6
+    assert settings.epochs_for(145) == 3
+    assert settings.epochs_for(2) == 25
+    assert LoraSettings(epochs=3, min_examples_seen=0).epochs_for(5) == 3
+    with pytest.raises(InvalidInput, match="max_epochs"):
+        LoraSettings(max_epochs=0)
 
 
 def test_lora_refuses_a_model_behind_an_api_and_a_tiny_dataset(settings, store):

@@ -64,17 +64,31 @@ class LoraSettings:
     alpha: float = 16.0
     learning_rate: float = 1e-3
     epochs: int = 3
+    # A small dataset gets more epochs, so that training sees at least this many
+    # examples in all (at most max_epochs), as OpenAI's fine-tuning API chooses its
+    # default epochs (its cookbook: 3, raised to see at least 100 examples, at most
+    # 25). 18 corrections for 3 epochs are 15 optimiser steps: measured too few for
+    # the student to learn the answer format.
+    min_examples_seen: int = 100
+    max_epochs: int = 25
     batch_size: int = 4
     max_sequence_tokens: int = 768  # longer examples are skipped (and counted)
     seed: int = 0
     threads: int | None = None  # torch threads; default: all cores
 
     def __post_init__(self) -> None:
-        for name in ("rank", "epochs", "batch_size", "max_sequence_tokens"):
+        for name in ("rank", "epochs", "max_epochs", "batch_size", "max_sequence_tokens"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"LoRA setting {name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.learning_rate < 1:
             raise InvalidInput(f"LoRA learning_rate must be in (0, 1), got {self.learning_rate}")
+        if self.min_examples_seen < 0:
+            raise InvalidInput(f"LoRA min_examples_seen must be at least 0, got {self.min_examples_seen}")
+
+    def epochs_for(self, examples: int) -> int:
+        """The epochs to train ``examples`` for: ``epochs``, more for a small dataset."""
+        needed = -(-self.min_examples_seen // max(examples, 1))
+        return max(self.epochs, min(needed, self.max_epochs))
 
 
 @dataclass
@@ -218,13 +232,14 @@ def train_lora(
     optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.0)
     rng = random.Random(settings.seed)
     lengths = [len(p) + len(a) for p, a in encoded]
-    steps = settings.epochs * -(-len(encoded) // settings.batch_size)
+    epochs = settings.epochs_for(len(encoded))
+    steps = epochs * -(-len(encoded) // settings.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: max(0.05, 1 - s / max(steps, 1)))
     started = time.perf_counter()
     losses: list[float] = []
     step = 0
     wrapped.train()
-    for _ in range(settings.epochs):
+    for _ in range(epochs):
         epoch_loss, epoch_tokens = 0.0, 0
         for batch in _batches(lengths, settings.batch_size, rng):
             width = max(lengths[i] for i in batch)
@@ -313,8 +328,9 @@ class LoraStrategy:
     The candidate serves the current version's model with the adapter; by
     default its few-shot examples are dropped (``keep_few_shot=False``): the
     adapter has learnt from far more examples than a prompt holds, and the
-    prompt is five times shorter. Prompt rules and tool hints are kept and
-    trained with, so the adapter sees the prompt it will be served with.
+    prompt is five times shorter; the few-shot split then trains as well.
+    Prompt rules and tool hints are kept and trained with, so the adapter sees
+    the prompt it will be served with.
     """
 
     name: str = "lora"
@@ -333,10 +349,14 @@ class LoraStrategy:
                 hint="use the openai_fine_tune strategy for models behind an API",
             )
         gguf_path = Path(spec.split(":", 1)[1]) if ":" in spec else student_model_path()
+        # The few-shot pool trains too when the candidate drops its few-shot
+        # examples: nothing else would use it, and labels are few (never the
+        # eval split, which judges the candidate).
+        splits = ("train",) if self.keep_few_shot else ("train", "few_shot")
         rows = [
             r
-            for r in store.dataset_examples(dataset_id, "train")
-            if r["kind"] == "sft" and r["target"].get("tool_calls") is not None
+            for r in store.dataset_examples(dataset_id)
+            if r["split"] in splits and r["kind"] == "sft" and r["target"].get("tool_calls") is not None
         ]
         if len(rows) < self.min_examples:
             raise InvalidInput(
@@ -364,7 +384,7 @@ class LoraStrategy:
         sources: dict[str, int] = {}
         for r in rows:
             sources[r["source"]] = sources.get(r["source"], 0) + 1
-        self._say(f"LoRA: {len(examples)} examples, {self.settings.epochs} epochs")
+        self._say(f"LoRA: {len(examples)} examples, {self.settings.epochs_for(len(examples))} epochs")
 
         def tick(step: int, steps: int, loss: float) -> None:
             if step == steps or step % 10 == 0:
@@ -380,7 +400,7 @@ class LoraStrategy:
             "training_data_sha256": data_hash,
             "rank": self.settings.rank,
             "alpha": self.settings.alpha,
-            "epochs": self.settings.epochs,
+            "epochs": len(result.losses),
             "learning_rate": self.settings.learning_rate,
             "losses": [round(x, 4) for x in result.losses],
             "seconds": round(result.seconds, 1),
@@ -389,9 +409,9 @@ class LoraStrategy:
         config["adapter"] = ref
         changes = [
             f"LoRA adapter {ref[:19]}… ({len(result.adapter) / 1e6:.1f} MB, rank {self.settings.rank}) "
-            f"trained on {result.examples} train examples "
+            f"trained on {result.examples} {' and '.join(splits)} examples "
             f"({', '.join(f'{n} {s}' for s, n in sorted(sources.items()))}; {result.skipped} too long) "
-            f"for {self.settings.epochs} epochs in {result.seconds:.0f} s "
+            f"for {len(result.losses)} epochs in {result.seconds:.0f} s "
             f"({result.examples_per_second:.2f} examples/s); loss by epoch "
             + " -> ".join(f"{x:.3f}" for x in result.losses)
         ]
