@@ -175,6 +175,26 @@ def test_an_abandoned_cycle_is_not_resumed(settings, store, items, student, tmp_
     assert run.number == 2 and run.status == "succeeded"
 
 
+def test_a_cycle_builds_no_candidate_while_the_eval_split_is_too_small(
+    settings, store, items, student, tmp_path
+):
+    from flywheel.deploy import list_versions
+
+    fw = flywheel.init("bfcl", settings=settings)
+    serve(fw, items, student, 40, seed=8)
+    fw.close()
+    chosen = policy(tmp_path, min_eval_items=500, watch_seconds=0, watch_min_tasks=0)
+    run = run_cycle(store, "bfcl", chosen, model_for=lambda config: student)
+    assert run.status == "succeeded" and run.outcome == "no_candidate"
+    by = {s["stage"]: s["outputs"] for s in get_cycle(store, run.id)["stages"]}
+    held_out = by["curate"]["splits"].get("eval", 0)
+    assert 0 < held_out < 500
+    expected = f"{held_out} held-out items (the policy needs 500)"
+    assert by["improve"]["candidates"] == [] and by["improve"]["skipped"] == expected
+    assert by["evaluate"]["reason"] == expected
+    assert len(list_versions(store, "bfcl")) == 1  # the baseline: nothing was built
+
+
 def test_a_cycle_waits_for_reviews_when_its_policy_says_so(settings, store, items, student, tmp_path):
     from flywheel.ingest import Ingestor
     from flywheel.review import next_item, review

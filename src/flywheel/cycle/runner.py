@@ -238,6 +238,12 @@ def _review(ctx: _Context) -> dict[str, Any]:
 def _improve(ctx: _Context) -> dict[str, Any]:
     dataset = ctx.outputs["curate"]["dataset"]
     base = get_version(ctx.store, ctx.outputs["baseline"]["stable_version"])
+    held_out = len(eval_items(ctx.store, dataset))
+    if held_out < ctx.policy.min_eval_items:
+        # a candidate the gate cannot judge could never be promoted: build none
+        # (minutes of training saved) until more traffic fills the eval split
+        why = f"{held_out} held-out items (the policy needs {ctx.policy.min_eval_items})"
+        return {"dataset": dataset, "base": base.id, "candidates": [], "skipped": why}
     candidates: list[dict[str, Any]] = []
     for name in ctx.policy.strategies:
         try:
@@ -263,7 +269,7 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
     if len(items) < ctx.policy.min_eval_items or not built:
         why = (
             f"{len(items)} held-out items (the policy needs {ctx.policy.min_eval_items})"
-            if built
+            if len(items) < ctx.policy.min_eval_items
             else "no candidate was built"
         )
         return {"items": len(items), "evaluations": [], "chosen": None, "reason": why}
