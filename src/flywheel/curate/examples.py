@@ -3,6 +3,7 @@ leak-free splits."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import zlib
@@ -461,8 +462,10 @@ def lsh_components(keys: np.ndarray) -> np.ndarray:
             return labels
 
 
+@functools.lru_cache(maxsize=64)
 def lsh_parameters(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows) that datasketch's MinHashLSH chooses for a threshold."""
+    """(bands, rows) that datasketch's MinHashLSH chooses for a threshold (a
+    numerical integration of about 15 ms: made once per setting, not per chunk)."""
     from datasketch.lsh import _optimal_param
 
     bands, rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
