@@ -207,6 +207,29 @@ def test_splits_never_leak_sessions_or_questions(fw, store):
     }
 
 
+def test_a_question_an_earlier_version_trained_on_is_held_out_no_more(fw, store):
+    # New sessions ask the questions that the first dataset trained on: a version
+    # built from it may know their answers, so evaluating it on them would flatter it.
+    questions = [f"weather in town {i}?" for i in range(12)]
+    for i in range(48):
+        log(fw, questions[i % 12], [{"name": "get_weather", "arguments": {"city": f"a{i}"}}], session=f"a{i}")
+    fw.flush()
+    rules = parse_rules(DEFAULT_RULES.replace("eval: 0.2", "eval: 0.4"))
+    first = store.dataset_examples(curate(store, "shop", rules).dataset_id)
+    trained = {r["messages"][-1]["content"] for r in first if r["split"] != "eval"}
+    assert trained and {r["split"] for r in first} >= {"train", "eval"}
+    for i in range(48):
+        log(fw, questions[i % 12], [{"name": "get_weather", "arguments": {"city": f"b{i}"}}], session=f"b{i}")
+    fw.flush()
+    second = curate(store, "shop", rules)
+    rows = store.dataset_examples(second.dataset_id)
+    held_out = {r["messages"][-1]["content"] for r in rows if r["split"] == "eval"}
+    assert held_out and not held_out & trained
+    assert second.summary["actions"]["dropped_trained_overlap"] > 0  # new eval sessions asked them
+    # what the first version trained on still trains
+    assert trained <= {r["messages"][-1]["content"] for r in rows if r["split"] != "eval"}
+
+
 def test_duplicates_keep_the_freshest_and_corrections_win(fw, store):
     old = log(
         fw,

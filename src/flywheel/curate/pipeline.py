@@ -413,6 +413,9 @@ def _curate(
 
     # Carry over the previous version's examples whose tasks were not reprocessed.
     previous_split: dict[str, str] = {}
+    # Questions the previous version's train and few-shot splits held: a version
+    # built from it may have learnt their answers, so they are held out no more.
+    trained: set[int] = set()
     carried = 0
     carried_keys: list[Any] = []
     if previous is not None:
@@ -423,16 +426,22 @@ def _curate(
             batch = []
             for example_id in ids[start : start + 5000]:
                 row = found.get(example_id)
-                if row is None or row["task_id"] in reprocessed:
+                if row is None:
                     continue
                 example = _example_from_row(row)
+                if row["task_id"] in reprocessed:
+                    if membership[example_id][0] != "eval":
+                        trained.add(_question_hash(example))
+                    continue
                 example.quality = assess(example, rules, now)
                 batch.append(example)
                 previous_split[row["session_id"]] = membership[example_id][0]
             if batch:
                 base = sum(len(k) for k in carried_keys)
                 carried_keys.append(_keys(batch, rules))
-                take([_compact(e, rules, -1, base + i) for i, e in enumerate(batch)])
+                compact = [_compact(e, rules, -1, base + i) for i, e in enumerate(batch)]
+                trained.update(c.question for c in compact if previous_split[c.session_id] != "eval")
+                take(compact)
                 carried += len(batch)
     counts["exact_duplicates"] = offered - len(kept)
     clock.lap("carried_over")
@@ -478,14 +487,20 @@ def _curate(
         key: previous_split.get(key) or split_of(ranks[key], rules)
         for key in sessions  # eval stays eval
     }
-    # The same question asked in another session must not train what eval measures.
+    # The same question asked in another session must not train what eval
+    # measures; and a question an earlier version trained on is no longer held
+    # out (eval would flatter that version against every candidate).
     eval_questions = {e.question for k in sessions if split_of_session[k] == "eval" for e in members_of[k]}
+    eval_questions -= trained
     membership_rows: list[tuple[str, str, float]] = []
     split_counts: Counter[str] = Counter()
     final: list[_Kept] = []
     for key in sessions:
         split = split_of_session[key]
         for member in members_of[key]:
+            if split == "eval" and member.question in trained:
+                counts["dropped_trained_overlap"] += 1
+                continue
             if split != "eval" and member.question in eval_questions:
                 counts["dropped_eval_overlap"] += 1
                 continue
