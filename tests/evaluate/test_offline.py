@@ -1,5 +1,6 @@
 """Paired offline evaluation on the eval split, with a scripted model at the edge."""
 
+import json
 from math import comb
 
 import pytest
@@ -295,3 +296,53 @@ def test_an_unusable_answer_is_wrong_but_not_a_failed_call(store, dataset_id):
         store, create_version(store, "shop", {"model": "g"}), items, lambda c: Down(), dataset_id=dataset_id
     )
     assert all(r.malformed for r in cached.values())  # kept with the cached results
+
+
+def test_each_item_says_whether_the_baseline_made_its_label(settings, store):
+    from tests.curate.test_curate import TOOLS
+
+    from flywheel.evaluate.offline import label_origins
+
+    base = create_version(store, "shop", {"model": "wrong"})
+    other = create_version(store, "shop", {"model": "right"})
+    fw = flywheel.init("shop", settings=settings)
+    expected = {}
+    for i in range(48):
+        question, version = f"weather in City{i}", (base if i % 2 else other)
+        call = {"name": "get_weather", "arguments": {"city": f"City{i}"}}
+        with fw.task(session_id=f"s{i}", input=question, agent_version=version.id) as task:
+            answer = {"name": "get_weather", "arguments": json.dumps(call["arguments"])}
+            task.llm_call(
+                model="m",
+                messages=[{"role": "user", "content": question}],
+                tools=TOOLS,
+                response={
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c", "type": "function", "function": answer}],
+                },
+            )
+            task.finish(output=[call], success=True, confidence=0.9)
+        if i % 4 == 1:  # the baseline's answer, corrected by a human
+            fw.correct(task.id, tool_calls=[call])
+            expected[task.id] = "baseline_corrected"
+        else:
+            fw.feedback(task.id, thumbs=1)
+            expected[task.id] = "baseline_confirmed" if version is base else "other_traffic"
+    fw.flush()
+    fw.close()
+    dataset = curate(
+        store, "shop", parse_rules(DEFAULT_RULES.replace("splits: {eval: 0.2", "splits: {eval: 0.6"))
+    )
+    items = eval_items(store, dataset.dataset_id)
+    task_of = {r["id"]: r["task_id"] for r in store.dataset_examples(dataset.dataset_id, "eval")}
+    origins = label_origins(store, items, base.id)
+    assert origins == {i.id: expected[task_of[i.id]] for i in items}
+    assert set(origins.values()) == {"baseline_confirmed", "baseline_corrected", "other_traffic"}
+    assert set(label_origins(store, items, None).values()) == {"other_traffic"}  # no baseline version
+
+    models = {"wrong": KnowsCities(False), "right": KnowsCities(True)}
+    a = evaluate_version(store, base, items, lambda c: models[c.model], dataset_id=dataset.dataset_id)
+    b = evaluate_version(store, other, items, lambda c: models[c.model], dataset_id=dataset.dataset_id)
+    per_origin = compare(a, b, origin_of=origins)["per_origin"]
+    assert sum(row["n"] for row in per_origin.values()) == len(items)
+    assert per_origin["other_traffic"]["candidate"] == per_origin["other_traffic"]["n"]

@@ -33,6 +33,7 @@ def eval_(
     from flywheel.deploy import deployment, get_version
     from flywheel.errors import ConfigError
     from flywheel.evaluate.offline import (
+        ORIGINS,
         GatePolicy,
         compare,
         compare_judged,
@@ -41,6 +42,7 @@ def eval_(
         gate,
         intents,
         judge_scores,
+        label_origins,
         record_evaluation,
     )
     from flywheel.models.registry import load_model
@@ -83,7 +85,12 @@ def eval_(
             intent_of = intents(items)
         except ConfigError:  # no local embedding model: per-tool breakdown only
             intent_of = None
-        comparison = compare(results["baseline"], results["candidate"], intent_of=intent_of)
+        comparison = compare(
+            results["baseline"],
+            results["candidate"],
+            intent_of=intent_of,
+            origin_of=label_origins(store, items, base.id if base else None),
+        )
         decision = gate(comparison, GatePolicy(min_improvement=min_improvement))
         if judge:
             judge_model = load_model(judge)
@@ -122,6 +129,11 @@ def eval_(
         f"difference {comparison['difference']:+.1%}, 95% CI [{low:+.1%}, {high:+.1%}], "
         f"McNemar p = {comparison['mcnemar_p']:.3g}"
     )
+    for origin, row in comparison["per_origin"].items():
+        out.print(
+            f"  {row['n']} items from {ORIGINS.get(origin, origin)}: "
+            f"baseline {row['baseline']}, candidate {row['candidate']} right"
+        )
     for check in decision["checks"]:
         out.print(f"  {'pass' if check['passed'] else 'FAIL'}  {check['check']}")
     out.print("[green]promote[/green]" if decision["promote"] else "[yellow]do not promote[/yellow]")

@@ -40,6 +40,7 @@ from flywheel.evaluate.offline import (
     eval_items,
     evaluate_version,
     gate,
+    label_origins,
     record_evaluation,
 )
 from flywheel.improve import STRATEGIES, build_candidate, check_strategy
@@ -278,6 +279,7 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
     baseline = evaluate_version(
         ctx.store, base, items, ctx.model_for, dataset_id=dataset, workers=ctx.policy.eval_workers
     )
+    origins = label_origins(ctx.store, items, base.id)
     evaluations = []
     for c in built:
         ctx.progress("evaluate", f"{c['strategy']} candidate on {len(items)} held-out items")
@@ -285,7 +287,7 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
         results = evaluate_version(
             ctx.store, version, items, ctx.model_for, dataset_id=dataset, workers=ctx.policy.eval_workers
         )
-        comparison = compare(baseline, results)
+        comparison = compare(baseline, results, origin_of=origins)
         decision = gate(comparison, policy)
         result = {
             "dataset": dataset,
@@ -305,6 +307,7 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
                 "difference": comparison["difference"],
                 "ci95": comparison["ci95"],
                 "mcnemar_p": comparison["mcnemar_p"],
+                "per_origin": comparison["per_origin"],
                 "promote": decision["promote"],
                 "checks": decision["checks"],
             }

@@ -8,6 +8,10 @@ same held-out items, with numbers people can trust.
 * The comparison is paired: the accuracy difference with a paired bootstrap
   95% confidence interval, McNemar's exact test on the discordant items,
   per-category breakdown, and latency, tokens and cost per task.
+* Where each item's label came from is shown apart (``label_origins``): the
+  baseline is right on its own answers that users confirmed and wrong on its
+  own corrected ones by construction, so items from other traffic are the
+  ones that compare both versions on equal terms.
 * The gate promotes only if the difference's lower bound clears
   ``min_improvement`` and no guard metric (error rate, latency, cost)
   regresses beyond its tolerance; the decision and its reasons are stored.
@@ -36,6 +40,7 @@ from flywheel.store import tables as t
 __all__ = [
     "EvalItem",
     "GatePolicy",
+    "ORIGINS",
     "compare",
     "compare_judged",
     "eval_items",
@@ -43,6 +48,7 @@ __all__ = [
     "gate",
     "intents",
     "judge_scores",
+    "label_origins",
     "mcnemar_p",
     "paired_bootstrap",
     "wilson_interval",
@@ -322,14 +328,46 @@ def intents(items: list[EvalItem], *, threshold: float = 0.6) -> dict[str, str]:
     return out
 
 
+#: Where an eval item's label came from, relative to the baseline version.
+ORIGINS = {
+    "baseline_confirmed": "the baseline's own answers that users confirmed (right by construction)",
+    "baseline_corrected": "corrections of the baseline's own answers (wrong by construction)",
+    "other_traffic": "answers of other versions, and corrections of them",
+}
+
+
+def label_origins(store: Store, items: Sequence[EvalItem], baseline_id: str | None) -> dict[str, str]:
+    """Item id -> one of ``ORIGINS``: did the baseline version itself produce the
+    task whose answer (confirmed, or corrected) became the item's label?"""
+    e, tk = t.examples.c, t.tasks.c
+    ids = [i.id for i in items]
+    origin: dict[str, str] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            rows = conn.execute(
+                select(e.id, e.source, tk.agent_version)
+                .join(t.tasks, tk.id == e.task_id)
+                .where(e.id.in_(ids[start : start + 500]))
+            )
+            for example_id, source, version in rows:
+                if baseline_id is None or version != baseline_id:
+                    origin[example_id] = "other_traffic"
+                else:
+                    corrected = source == "correction"
+                    origin[example_id] = "baseline_corrected" if corrected else "baseline_confirmed"
+    return {i: origin.get(i, "other_traffic") for i in ids}
+
+
 def compare(
     baseline: dict[str, ItemResult],
     candidate: dict[str, ItemResult],
     *,
     seed: int = 0,
     intent_of: dict[str, str] | None = None,
+    origin_of: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The paired comparison; ``intent_of`` adds a per-intent breakdown."""
+    """The paired comparison; ``intent_of`` adds a per-intent breakdown,
+    ``origin_of`` (``label_origins``) one by where the labels came from."""
     ids = sorted(set(baseline) & set(candidate))
     a = [baseline[i].correct for i in ids]
     b = [candidate[i].correct for i in ids]
@@ -363,6 +401,7 @@ def compare(
         },
         "per_category": per_category,
         "per_intent": _breakdown(ids, baseline, candidate, intent_of) if intent_of else {},
+        "per_origin": _breakdown(ids, baseline, candidate, origin_of) if origin_of else {},
     }
 
 
