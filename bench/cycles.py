@@ -14,6 +14,10 @@
    Wilson 95% CI): LoRA on the ground truth of every pool item (what perfect
    labels would give). After each cycle, so is the version then serving.
 
+A candidate that the gate turned down is measured on the held-out items as
+well (``turned_down`` in the JSON, a line under the table): was it the
+candidate that fell short, or the gate on a small eval split?
+
 Prints a table (held-out accuracy per cycle, share of the ceiling, cycle
 time without the watch and its bottleneck stage); JSON to
 bench/results/cycles.json. Evaluations are cached per (version, item) in
@@ -193,6 +197,20 @@ def main() -> None:
             "stage_seconds": {k: round(v) for k, v in stages.items()},
             **held_out_accuracy(get_version(store, served), f"cycle {n + 1}"),
         }
+        # A candidate the gate turned down, measured on the held-out items too: was it
+        # the candidate that fell short, or the gate on a small eval split?
+        for stage in cycle["stages"]:
+            if stage["stage"] != "evaluate" or row["outcome"] == "promoted":
+                continue
+            for ev in (stage["outputs"] or {}).get("evaluations", []):
+                turned_down = held_out_accuracy(get_version(store, ev["version"]), f"cycle {n + 1} candidate")
+                row.setdefault("turned_down", []).append(
+                    {
+                        "strategy": ev["strategy"],
+                        "eval_split": [ev["candidate"]["accuracy"], ev["baseline"]["accuracy"]],
+                        **turned_down,
+                    }
+                )
         print(f"\ncycle {n + 1}: {row}", file=sys.stderr)
         rows.append(row)
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -210,6 +228,12 @@ def main() -> None:
         print(
             f"{row['cycle']:>5} {str(row['outcome'])[:28]:28} {acc:>28} {share:>10} {took:>8} {str(row.get('bottleneck') or ''):>12}"
         )
+        for other in row.get("turned_down", []):
+            print(
+                f"{'':>5}   turned down: {other['strategy']} at {other['accuracy']:.1%} held-out "
+                f"[{other['ci95'][0]:.1%}, {other['ci95'][1]:.1%}]; on the eval split "
+                f"{other['eval_split'][0]:.1%} vs {other['eval_split'][1]:.1%}"
+            )
     if ceiling:
         print(
             f"ceiling (LoRA on all {len(pool)} pool labels): {ceiling['accuracy']:.1%} [{ceiling['ci95'][0]:.1%}, {ceiling['ci95'][1]:.1%}]"
