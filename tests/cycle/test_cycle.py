@@ -194,6 +194,21 @@ def test_a_cycle_builds_no_candidate_while_the_eval_split_is_too_small(
     assert by["evaluate"]["reason"] == expected
     assert len(list_versions(store, "bfcl")) == 1  # the baseline: nothing was built
 
+    # no eval split at all (rules that hold nothing out): the same, not a failed cycle
+    from flywheel.curate import DEFAULT_RULES
+
+    rules = tmp_path / "no-eval.yaml"
+    rules.write_text(DEFAULT_RULES.replace("eval: 0.2", "eval: 0.0"))
+    fw = flywheel.init("bfcl", settings=settings)
+    serve(fw, items, student, 10, seed=9)
+    fw.close()
+    run = run_cycle(
+        store, "bfcl", policy(tmp_path, rules=str(rules), watch_seconds=0), model_for=lambda c: student
+    )
+    assert run.status == "succeeded" and run.outcome == "no_candidate"
+    by = {s["stage"]: s["outputs"] for s in get_cycle(store, run.id)["stages"]}
+    assert by["improve"]["skipped"] == by["evaluate"]["reason"] == "0 held-out items (the policy needs 8)"
+
 
 def test_a_cycle_waits_for_reviews_when_its_policy_says_so(settings, store, items, student, tmp_path):
     from flywheel.ingest import Ingestor

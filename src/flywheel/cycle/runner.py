@@ -35,6 +35,7 @@ from flywheel.deploy.live import LivePolicy, live_rates
 from flywheel.deploy.live import watch as watch_canary
 from flywheel.errors import InvalidInput
 from flywheel.evaluate.offline import (
+    EvalItem,
     GatePolicy,
     compare,
     eval_items,
@@ -239,7 +240,7 @@ def _review(ctx: _Context) -> dict[str, Any]:
 def _improve(ctx: _Context) -> dict[str, Any]:
     dataset = ctx.outputs["curate"]["dataset"]
     base = get_version(ctx.store, ctx.outputs["baseline"]["stable_version"])
-    held_out = len(eval_items(ctx.store, dataset))
+    held_out = len(_held_out_items(ctx.store, dataset))
     if held_out < ctx.policy.min_eval_items:
         # a candidate the gate cannot judge could never be promoted: build none
         # (minutes of training saved) until more traffic fills the eval split
@@ -263,9 +264,16 @@ def _improve(ctx: _Context) -> dict[str, Any]:
     return {"dataset": dataset, "base": base.id, "candidates": candidates}
 
 
+def _held_out_items(store: Store, dataset: str) -> list[EvalItem]:
+    try:
+        return eval_items(store, dataset)
+    except InvalidInput:  # no usable eval split yet: nothing can be judged this cycle
+        return []
+
+
 def _evaluate(ctx: _Context) -> dict[str, Any]:
     dataset = ctx.outputs["curate"]["dataset"]
-    items = eval_items(ctx.store, dataset)
+    items = _held_out_items(ctx.store, dataset)
     built = [c for c in ctx.outputs["improve"]["candidates"] if c["version"]]
     if len(items) < ctx.policy.min_eval_items or not built:
         why = (
