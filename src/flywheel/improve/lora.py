@@ -67,8 +67,8 @@ class LoraSettings:
     # A small dataset gets more epochs, so that training sees at least this many
     # examples in all (at most max_epochs), as OpenAI's fine-tuning API chooses its
     # default epochs (its cookbook: 3, raised to see at least 100 examples, at most
-    # 25). 18 corrections for 3 epochs are 15 optimiser steps: measured too few for
-    # the student to learn the answer format.
+    # 25). In a cycle, 18 corrections for 3 epochs (15 optimiser steps) gained
+    # nothing on the eval split (docs/improve.md).
     min_examples_seen: int = 100
     max_epochs: int = 25
     batch_size: int = 4
