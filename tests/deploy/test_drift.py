@@ -26,9 +26,12 @@ def test_cusum_stays_quiet_on_stationary_traffic_and_catches_a_jump():
     assert at is not None and 500 <= at < 530
 
 
-def log(fw, n, fail_rate, rng, ms=100.0):
+def log(fw, n, fail_rate, rng, ms=10_000.0):
     for i in range(n):
         with fw.task(session_id=f"s{i % 50}", input="q") as task:
+            # each task lasts ``ms`` plus the microseconds the block takes: a loaded
+            # machine that stretches the block to milliseconds is then no latency change
+            task.started_at -= ms / 1000
             task.finish(output="a", success=rng.random() >= fail_rate)
     fw.flush()
 
