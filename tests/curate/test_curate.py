@@ -57,9 +57,10 @@ def log(
     fallback=False,
     started=None,
     duration_ms=100.0,
+    agent_version=None,
 ):
     start = started if started is not None else time.time() - 5
-    with fw.task(session_id=session, input=question) as task:
+    with fw.task(session_id=session, input=question, agent_version=agent_version) as task:
         task.llm_call(
             model="m",
             messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": question}],

@@ -182,7 +182,6 @@ def test_per_intent_breakdown_groups_similar_requests(store, dataset_id):
 
 def test_llm_judge_in_evaluation_is_cached(store, dataset_id):
     """A paid judge endpoint, faked at the HTTP edge; the real openai client runs."""
-    import json
 
     import httpx
     import openai
@@ -299,8 +298,6 @@ def test_an_unusable_answer_is_wrong_but_not_a_failed_call(store, dataset_id):
 
 
 def test_each_item_says_whether_the_baseline_made_its_label(settings, store):
-    from tests.curate.test_curate import TOOLS
-
     from flywheel.evaluate.offline import label_origins
 
     base = create_version(store, "shop", {"model": "wrong"})
@@ -310,24 +307,13 @@ def test_each_item_says_whether_the_baseline_made_its_label(settings, store):
     for i in range(48):
         question, version = f"weather in City{i}", (base if i % 2 else other)
         call = {"name": "get_weather", "arguments": {"city": f"City{i}"}}
-        with fw.task(session_id=f"s{i}", input=question, agent_version=version.id) as task:
-            answer = {"name": "get_weather", "arguments": json.dumps(call["arguments"])}
-            task.llm_call(
-                model="m",
-                messages=[{"role": "user", "content": question}],
-                tools=TOOLS,
-                response={
-                    "role": "assistant",
-                    "tool_calls": [{"id": "c", "type": "function", "function": answer}],
-                },
-            )
-            task.finish(output=[call], success=True, confidence=0.9)
+        task_id = log(fw, question, [call], session=f"s{i}", agent_version=version.id)
         if i % 4 == 1:  # the baseline's answer, corrected by a human
-            fw.correct(task.id, tool_calls=[call])
-            expected[task.id] = "baseline_corrected"
+            fw.correct(task_id, tool_calls=[call])
+            expected[task_id] = "baseline_corrected"
         else:
-            fw.feedback(task.id, thumbs=1)
-            expected[task.id] = "baseline_confirmed" if version is base else "other_traffic"
+            fw.feedback(task_id, thumbs=1)
+            expected[task_id] = "baseline_confirmed" if version is base else "other_traffic"
     fw.flush()
     fw.close()
     dataset = curate(
