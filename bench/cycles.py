@@ -199,18 +199,16 @@ def main() -> None:
         }
         # A candidate the gate turned down, measured on the held-out items too: was it
         # the candidate that fell short, or the gate on a small eval split?
-        for stage in cycle["stages"]:
-            if stage["stage"] != "evaluate" or row["outcome"] == "promoted":
-                continue
-            for ev in (stage["outputs"] or {}).get("evaluations", []):
-                turned_down = held_out_accuracy(get_version(store, ev["version"]), f"cycle {n + 1} candidate")
-                row.setdefault("turned_down", []).append(
-                    {
-                        "strategy": ev["strategy"],
-                        "eval_split": [ev["candidate"]["accuracy"], ev["baseline"]["accuracy"]],
-                        **turned_down,
-                    }
-                )
+        evaluated = {s["stage"]: s["outputs"] or {} for s in cycle["stages"]}.get("evaluate", {})
+        for ev in evaluated.get("evaluations", []) if row["outcome"] != "promoted" else []:
+            turned_down = held_out_accuracy(get_version(store, ev["version"]), f"cycle {n + 1} candidate")
+            row.setdefault("turned_down", []).append(
+                {
+                    "strategy": ev["strategy"],
+                    "eval_split": [ev["candidate"]["accuracy"], ev["baseline"]["accuracy"]],
+                    **turned_down,
+                }
+            )
         print(f"\ncycle {n + 1}: {row}", file=sys.stderr)
         rows.append(row)
         args.out.parent.mkdir(parents=True, exist_ok=True)
