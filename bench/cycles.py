@@ -200,6 +200,17 @@ def main() -> None:
         # A candidate the gate turned down, measured on the held-out items too: was it
         # the candidate that fell short, or the gate on a small eval split?
         evaluated = {s["stage"]: s["outputs"] or {} for s in cycle["stages"]}.get("evaluate", {})
+        row["gate"] = [  # what the gate saw: the plain paired difference and the reweighted one
+            {
+                "strategy": ev["strategy"],
+                "promote": ev["promote"],
+                "eval_split": [ev["candidate"]["accuracy"], ev["baseline"]["accuracy"]],
+                "difference": [ev["difference"], *ev["ci95"]],
+                "reweighted": ev.get("reweighted"),
+                "per_origin": ev.get("per_origin"),
+            }
+            for ev in evaluated.get("evaluations", [])
+        ]
         for ev in evaluated.get("evaluations", []) if row["outcome"] != "promoted" else []:
             turned_down = held_out_accuracy(get_version(store, ev["version"]), f"cycle {n + 1} candidate")
             row.setdefault("turned_down", []).append(
@@ -226,6 +237,19 @@ def main() -> None:
         print(
             f"{row['cycle']:>5} {str(row['outcome'])[:28]:28} {acc:>28} {share:>10} {took:>8} {str(row.get('bottleneck') or ''):>12}"
         )
+        for seen in row.get("gate", []):
+            weighted = seen["reweighted"]
+            reweighted = (
+                f"; reweighted {weighted['difference']:+.1%} [{weighted['ci95'][0]:+.1%}, {weighted['ci95'][1]:+.1%}] "
+                f"(serving version right on {weighted['baseline_traffic_accuracy']:.0%} by its ratings)"
+                if weighted
+                else ""
+            )
+            d, low, high = seen["difference"]
+            print(
+                f"{'':>5}   gate on {seen['strategy']}: {seen['eval_split'][0]:.1%} vs {seen['eval_split'][1]:.1%} "
+                f"on the eval split, {d:+.1%} [{low:+.1%}, {high:+.1%}]{reweighted}"
+            )
         for other in row.get("turned_down", []):
             print(
                 f"{'':>5}   turned down: {other['strategy']} at {other['accuracy']:.1%} held-out "

@@ -332,3 +332,98 @@ def test_each_item_says_whether_the_baseline_made_its_label(settings, store):
     per_origin = compare(a, b, origin_of=origins)["per_origin"]
     assert sum(row["n"] for row in per_origin.values()) == len(items)
     assert per_origin["other_traffic"]["candidate"] == per_origin["other_traffic"]["n"]
+
+
+def _biased_labels(seed, *, fixes, breaks, base_right=0.5, confirm=0.6, correct=0.15, tasks=3000):
+    """Simulated traffic of a baseline right on ``base_right`` of it: users confirm
+    ``confirm`` of its right answers and correct ``correct`` of its wrong ones;
+    the candidate fixes ``fixes`` of its wrong answers and breaks ``breaks`` of
+    its right ones. Returns the labelled items' results, origins and ratings."""
+    import random
+
+    from flywheel.evaluate.offline import ItemResult
+
+    rng = random.Random(seed)
+    base, cand, origin = {}, {}, {}
+    up = down = 0
+    for i in range(tasks):
+        right = rng.random() < base_right
+        if rng.random() < 0.5:  # half the users rate at all, right or wrong
+            up, down = (up + 1, down) if right else (up, down + 1)
+        if right and rng.random() < confirm:
+            origin[f"t{i}"] = "baseline_confirmed"
+            cand_right = rng.random() >= breaks
+        elif not right and rng.random() < correct:
+            origin[f"t{i}"] = "baseline_corrected"
+            cand_right = rng.random() < fixes
+        else:
+            continue
+        base[f"t{i}"] = ItemResult(f"t{i}", "c", right, 1.0, 10, 10, None)
+        cand[f"t{i}"] = ItemResult(f"t{i}", "c", cand_right, 1.0, 10, 10, None)
+    return base, cand, origin, {"up": up, "down": down}
+
+
+def test_the_gate_reweights_the_baselines_own_labels_to_its_traffic():
+    # truly better: +0.5 * 0.6 - 0.5 * 0.15 = +0.225 on the baseline's traffic, but
+    # users confirm 0.6 of its right answers and correct 0.15 of its wrong ones,
+    # so the labelled items are 80% its successes and the plain difference is ~0
+    base, cand, origin, ratings = _biased_labels(1, fixes=0.6, breaks=0.15)
+    result = compare(base, cand, origin_of=origin, baseline_ratings=ratings)
+    assert result["ci95"][0] < 0 < result["ci95"][1] < 0.1  # the plain estimate misses the gain
+    weighted = result["reweighted"]
+    assert weighted["baseline_traffic_accuracy"] == pytest.approx(0.5, abs=0.03)
+    assert weighted["difference"] == pytest.approx(0.225, abs=0.05)
+    low, high = weighted["ci95"]
+    assert 0 < low < 0.225 < high
+    decision = gate(result)
+    assert decision["promote"] is True and "reweighted" in decision["checks"][0]["check"]
+    assert gate(result, GatePolicy(reweight_own_labels=False))["promote"] is False
+
+    # no better at all (fixes 10% of failures, breaks 10% of successes): refused
+    base, cand, origin, ratings = _biased_labels(2, fixes=0.1, breaks=0.1)
+    result = compare(base, cand, origin_of=origin, baseline_ratings=ratings)
+    low, high = result["reweighted"]["ci95"]
+    assert low < 0 < high and gate(result)["promote"] is False
+
+
+def test_a_missing_origin_group_counts_at_its_worst_for_the_candidate():
+    from flywheel.evaluate.offline import reweighted_difference
+
+    # only corrections of a baseline users rate right half the time: the
+    # unseen confirmed half counts as all broken
+    only_fixes = reweighted_difference({"baseline_corrected": [1.0] * 20}, {"up": 50, "down": 50})
+    assert only_fixes["difference"] == pytest.approx(0.5 * -1.0 + 0.5 * 1.0)
+    # other traffic pools with the baseline's own items by count
+    pooled = reweighted_difference(
+        {"baseline_confirmed": [0.0] * 10, "baseline_corrected": [1.0] * 10, "other_traffic": [0.5] * 20},
+        {"up": 30, "down": 10},
+    )
+    assert pooled["difference"] == pytest.approx((20 * (0.75 * 0 + 0.25 * 1) + 20 * 0.5) / 40)
+    assert reweighted_difference({"other_traffic": [1.0]}, {"up": 5, "down": 5}) is None
+    assert reweighted_difference({"baseline_confirmed": [0.0]}, {"up": 0, "down": 0}) is None
+
+
+def test_a_versions_traffic_accuracy_is_read_from_its_ratings(settings, store):
+    from flywheel.evaluate.offline import feedback_accuracy
+
+    served = create_version(store, "shop", {"model": "m"})
+    other = create_version(store, "shop", {"model": "n"})
+    fw = flywheel.init("shop", settings=settings)
+    call = [{"name": "get_weather", "arguments": {"city": "Oslo"}}]
+    ids = [log(fw, f"weather {i}", call, session=f"s{i}", agent_version=served.id) for i in range(7)]
+    fw.feedback(ids[0], thumbs=1)
+    fw.feedback(ids[0], thumbs=1)  # twice: still one task
+    fw.feedback(ids[1], rating=5)
+    fw.feedback(ids[2], thumbs=-1)
+    fw.feedback(ids[3], rating=1)
+    fw.feedback(ids[4], thumbs=1)
+    fw.feedback(ids[4], thumbs=-1)  # changed their mind: counts for neither
+    fw.feedback(ids[5], retried=True)  # only wrong answers get retried: not a rating
+    fw.feedback(ids[6], rating=3)  # neither up nor down
+    elsewhere = log(fw, "weather elsewhere", call, session="x", agent_version=other.id)
+    fw.feedback(elsewhere, thumbs=-1)
+    fw.flush()
+    fw.close()
+    assert feedback_accuracy(store, served.id) == {"up": 2, "down": 2}
+    assert feedback_accuracy(store, other.id) == {"up": 0, "down": 1}
+    assert feedback_accuracy(store, None) == {"up": 0, "down": 0}

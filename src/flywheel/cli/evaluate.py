@@ -39,6 +39,7 @@ def eval_(
         compare_judged,
         eval_items,
         evaluate_version,
+        feedback_accuracy,
         gate,
         intents,
         judge_scores,
@@ -90,6 +91,7 @@ def eval_(
             results["candidate"],
             intent_of=intent_of,
             origin_of=label_origins(store, items, base.id if base else None),
+            baseline_ratings=feedback_accuracy(store, base.id if base else None),
         )
         decision = gate(comparison, GatePolicy(min_improvement=min_improvement))
         if judge:
@@ -133,6 +135,14 @@ def eval_(
         out.print(
             f"  {row['n']} items from {ORIGINS.get(origin, origin)}: "
             f"baseline {row['baseline']}, candidate {row['candidate']} right"
+        )
+    if comparison["reweighted"]:
+        w = comparison["reweighted"]
+        low, high = w["ci95"]
+        out.print(
+            f"  reweighted to the baseline's traffic (right on {w['baseline_traffic_accuracy']:.0%} of it, "
+            f"by {w['ratings']['up']} up- and {w['ratings']['down']} down-rated tasks): "
+            f"difference {w['difference']:+.1%}, 95% CI [{low:+.1%}, {high:+.1%}]"
         )
     for check in decision["checks"]:
         out.print(f"  {'pass' if check['passed'] else 'FAIL'}  {check['check']}")

@@ -40,6 +40,7 @@ from flywheel.evaluate.offline import (
     compare,
     eval_items,
     evaluate_version,
+    feedback_accuracy,
     gate,
     label_origins,
     record_evaluation,
@@ -76,6 +77,8 @@ class GateSettings(BaseModel):
     max_cost_ratio: float = Field(1.5, gt=0)
     max_seconds_per_task: float | None = Field(None, gt=0)  # an SLO instead of the ratio
     max_cost_per_task: float | None = Field(None, gt=0)  # a ceiling instead of the ratio
+    # judge the gain with the baseline's own labels reweighted to its traffic (see evaluate)
+    reweight_own_labels: bool = True
 
 
 class CyclePolicy(BaseModel):
@@ -288,6 +291,7 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
         ctx.store, base, items, ctx.model_for, dataset_id=dataset, workers=ctx.policy.eval_workers
     )
     origins = label_origins(ctx.store, items, base.id)
+    ratings = feedback_accuracy(ctx.store, base.id)
     evaluations = []
     for c in built:
         ctx.progress("evaluate", f"{c['strategy']} candidate on {len(items)} held-out items")
@@ -295,7 +299,7 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
         results = evaluate_version(
             ctx.store, version, items, ctx.model_for, dataset_id=dataset, workers=ctx.policy.eval_workers
         )
-        comparison = compare(baseline, results, origin_of=origins)
+        comparison = compare(baseline, results, origin_of=origins, baseline_ratings=ratings)
         decision = gate(comparison, policy)
         result = {
             "dataset": dataset,
@@ -316,14 +320,20 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
                 "ci95": comparison["ci95"],
                 "mcnemar_p": comparison["mcnemar_p"],
                 "per_origin": comparison["per_origin"],
+                "reweighted": comparison["reweighted"],
                 "promote": decision["promote"],
                 "checks": decision["checks"],
             }
         )
     passing = [e for e in evaluations if e["promote"]]
-    chosen = max(passing, key=lambda e: e["difference"])["version"] if passing else None
+    chosen = max(passing, key=_gain)["version"] if passing else None
     reason = "" if chosen else "no candidate passed the gate"
     return {"items": len(items), "evaluations": evaluations, "chosen": chosen, "reason": reason}
+
+
+def _gain(evaluation: dict[str, Any]) -> float:
+    """The accuracy gain the gate judged: reweighted for the baseline's own labels where it could be."""
+    return float((evaluation["reweighted"] or evaluation)["difference"])
 
 
 def _canary(ctx: _Context) -> dict[str, Any]:

@@ -12,6 +12,12 @@ same held-out items, with numbers people can trust.
   baseline is right on its own answers that users confirmed and wrong on its
   own corrected ones by construction, so items from other traffic are the
   ones that compare both versions on equal terms.
+* Because users confirm right answers more often than they correct wrong
+  ones, those labels over-represent the baseline's successes. The gate's
+  estimate (``reweighted``) puts the baseline's own items back in the
+  proportions of its traffic: its accuracy there, estimated from the thumbs
+  and ratings its tasks received (``feedback_accuracy``), weighs its confirmed
+  items, and the rest weighs its corrected ones.
 * The gate promotes only if the difference's lower bound clears
   ``min_improvement`` and no guard metric (error rate, latency, cost)
   regresses beyond its tolerance; the decision and its reasons are stored.
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 from math import comb
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, case, func, or_, select
 
 from flywheel.agents.tool_agent import AgentConfig, ToolAgent
 from flywheel.errors import InvalidInput
@@ -45,12 +51,14 @@ __all__ = [
     "compare_judged",
     "eval_items",
     "evaluate_version",
+    "feedback_accuracy",
     "gate",
     "intents",
     "judge_scores",
     "label_origins",
     "mcnemar_p",
     "paired_bootstrap",
+    "reweighted_difference",
     "wilson_interval",
 ]
 
@@ -358,6 +366,93 @@ def label_origins(store: Store, items: Sequence[EvalItem], baseline_id: str | No
     return {i: origin.get(i, "other_traffic") for i in ids}
 
 
+def feedback_accuracy(store: Store, version_id: str | None) -> dict[str, int]:
+    """How many of a version's tasks users rated up (thumbs up, 4-5 stars) and
+    down (thumbs down, 1-2 stars); a task rated both ways counts for neither.
+    Users rate right and wrong answers alike (unlike retries or corrections,
+    which only wrong answers get), so up / (up + down) estimates the share of
+    its traffic the version got right."""
+    if version_id is None:
+        return {"up": 0, "down": 0}
+    f, tk = t.feedback.c, t.tasks.c
+    up = func.max(case((or_(f.thumbs == 1, f.rating >= 4), 1), else_=0))
+    down = func.max(case((or_(f.thumbs == -1, f.rating <= 2), 1), else_=0))
+    per_task = (
+        select(up.label("up"), down.label("down"))
+        .select_from(t.feedback.join(t.tasks, tk.id == f.task_id))
+        .where(tk.agent_version == version_id)
+        .group_by(f.task_id)
+        .subquery()
+    )
+    with store.engine.connect() as conn:
+        row = conn.execute(
+            select(
+                func.sum(case((and_(per_task.c.up == 1, per_task.c.down == 0), 1), else_=0)),
+                func.sum(case((and_(per_task.c.down == 1, per_task.c.up == 0), 1), else_=0)),
+            )
+        ).one()
+    return {"up": int(row[0] or 0), "down": int(row[1] or 0)}
+
+
+def reweighted_difference(
+    diffs: dict[str, list[float]],
+    ratings: dict[str, int],
+    *,
+    reps: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """The accuracy difference with the baseline's own items in the proportions
+    of its traffic, and its 95% bootstrap CI.
+
+    ``diffs`` holds the paired differences (candidate minus baseline) per
+    origin. Within the baseline's own items, its confirmed ones stand for the
+    share ``p`` of its traffic it gets right and its corrected ones for the
+    rest, so their mean differences are weighed ``p`` and ``1 - p``, ``p``
+    being the up-rated share of its rated tasks (``feedback_accuracy``). A
+    group with no items counts at its worst case for the candidate (it breaks
+    every confirmed answer, fixes no corrected one). Items from other traffic
+    need no weighing; the two estimates are pooled by item count. The CI
+    resamples items within each group and draws ``p`` from its posterior
+    (Beta(up + 1, down + 1)).
+    None when no baseline items are held out or no task of it was rated.
+    """
+    confirmed = diffs.get("baseline_confirmed", [])
+    corrected = diffs.get("baseline_corrected", [])
+    other = diffs.get("other_traffic", [])
+    rated = ratings["up"] + ratings["down"]
+    own = len(confirmed) + len(corrected)
+    if own == 0 or rated == 0:
+        return None
+
+    def estimate(p: float, confirmed: list[float], corrected: list[float], other: list[float]) -> float:
+        on_confirmed = _mean(confirmed) if confirmed else -1.0
+        on_corrected = _mean(corrected) if corrected else 0.0
+        on_own = p * on_confirmed + (1 - p) * on_corrected
+        return (own * on_own + sum(other)) / (own + len(other))
+
+    p = ratings["up"] / rated
+    rng = random.Random(seed)
+
+    def resample(values: list[float]) -> list[float]:
+        return [values[rng.randrange(len(values))] for _ in values]
+
+    stats = sorted(
+        estimate(
+            rng.betavariate(ratings["up"] + 1, ratings["down"] + 1),
+            resample(confirmed),
+            resample(corrected),
+            resample(other),
+        )
+        for _ in range(reps)
+    )
+    return {
+        "difference": estimate(p, confirmed, corrected, other),
+        "ci95": [stats[int(0.025 * reps)], stats[min(reps - 1, int(0.975 * reps))]],
+        "baseline_traffic_accuracy": p,
+        "ratings": dict(ratings),
+    }
+
+
 def compare(
     baseline: dict[str, ItemResult],
     candidate: dict[str, ItemResult],
@@ -365,14 +460,23 @@ def compare(
     seed: int = 0,
     intent_of: dict[str, str] | None = None,
     origin_of: dict[str, str] | None = None,
+    baseline_ratings: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The paired comparison; ``intent_of`` adds a per-intent breakdown,
-    ``origin_of`` (``label_origins``) one by where the labels came from."""
+    ``origin_of`` (``label_origins``) one by where the labels came from, and
+    with ``baseline_ratings`` (``feedback_accuracy``) the difference
+    ``reweighted`` for the bias of the baseline's own labels."""
     ids = sorted(set(baseline) & set(candidate))
     a = [baseline[i].correct for i in ids]
     b = [candidate[i].correct for i in ids]
     low, high = paired_bootstrap(a, b, seed=seed)
     per_category = _breakdown(ids, baseline, candidate, {i: baseline[i].category for i in ids})
+    reweighted = None
+    if origin_of and baseline_ratings:
+        by_origin: dict[str, list[float]] = {}
+        for i, x, y in zip(ids, a, b, strict=True):
+            by_origin.setdefault(origin_of.get(i, "other_traffic"), []).append(float(y) - float(x))
+        reweighted = reweighted_difference(by_origin, baseline_ratings, seed=seed)
 
     def side(results: dict[str, ItemResult]) -> dict[str, Any]:
         rows = [results[i] for i in ids]
@@ -402,6 +506,7 @@ def compare(
         "per_category": per_category,
         "per_intent": _breakdown(ids, baseline, candidate, intent_of) if intent_of else {},
         "per_origin": _breakdown(ids, baseline, candidate, origin_of) if origin_of else {},
+        "reweighted": reweighted,
     }
 
 
@@ -434,17 +539,21 @@ class GatePolicy:
     max_cost_ratio: float = 1.5
     max_seconds_per_task: float | None = None
     max_cost_per_task: float | None = None
+    # judge the gain by the ``reweighted`` estimate where the comparison has one
+    reweight_own_labels: bool = True
 
 
 def gate(comparison: dict[str, Any], policy: GatePolicy | None = None) -> dict[str, Any]:
     policy = policy or GatePolicy()
     base, cand = comparison["baseline"], comparison["candidate"]
     checks = []
-    low = comparison["ci95"][0]
+    reweighted = comparison.get("reweighted") if policy.reweight_own_labels else None
+    low = (reweighted or comparison)["ci95"][0]
+    how = " (the baseline's own items reweighted to its traffic)" if reweighted else ""
     checks.append(
         (
             low > policy.min_improvement,
-            f"accuracy gain CI lower bound {low:+.3f} vs required > {policy.min_improvement:+.3f}",
+            f"accuracy gain CI lower bound {low:+.3f}{how} vs required > {policy.min_improvement:+.3f}",
         )
     )
     checks.append(
