@@ -301,6 +301,7 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
         )
         comparison = compare(baseline, results, origin_of=origins, baseline_ratings=ratings)
         decision = gate(comparison, policy)
+        judged = (comparison["reweighted"] if policy.reweight_own_labels else None) or comparison
         result = {
             "dataset": dataset,
             "baseline_version": base.id,
@@ -321,19 +322,15 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
                 "mcnemar_p": comparison["mcnemar_p"],
                 "per_origin": comparison["per_origin"],
                 "reweighted": comparison["reweighted"],
+                "gain": judged["difference"],  # the gain the gate judged
                 "promote": decision["promote"],
                 "checks": decision["checks"],
             }
         )
     passing = [e for e in evaluations if e["promote"]]
-    chosen = max(passing, key=_gain)["version"] if passing else None
+    chosen = max(passing, key=lambda e: e["gain"])["version"] if passing else None
     reason = "" if chosen else "no candidate passed the gate"
     return {"items": len(items), "evaluations": evaluations, "chosen": chosen, "reason": reason}
-
-
-def _gain(evaluation: dict[str, Any]) -> float:
-    """The accuracy gain the gate judged: reweighted for the baseline's own labels where it could be."""
-    return float((evaluation["reweighted"] or evaluation)["difference"])
 
 
 def _canary(ctx: _Context) -> dict[str, Any]:
