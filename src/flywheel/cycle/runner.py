@@ -301,7 +301,6 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
         )
         comparison = compare(baseline, results, origin_of=origins, baseline_ratings=ratings)
         decision = gate(comparison, policy)
-        judged = (comparison["reweighted"] if policy.reweight_own_labels else None) or comparison
         result = {
             "dataset": dataset,
             "baseline_version": base.id,
@@ -322,7 +321,7 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
                 "mcnemar_p": comparison["mcnemar_p"],
                 "per_origin": comparison["per_origin"],
                 "reweighted": comparison["reweighted"],
-                "gain": judged["difference"],  # the gain the gate judged
+                "gain": decision["gain"],  # the estimate the gate judged
                 "promote": decision["promote"],
                 "checks": decision["checks"],
             }

@@ -548,7 +548,8 @@ def gate(comparison: dict[str, Any], policy: GatePolicy | None = None) -> dict[s
     base, cand = comparison["baseline"], comparison["candidate"]
     checks = []
     reweighted = comparison.get("reweighted") if policy.reweight_own_labels else None
-    low = (reweighted or comparison)["ci95"][0]
+    judged = reweighted or comparison  # the estimate of the gain this gate goes by
+    low = judged["ci95"][0]
     how = " (the baseline's own items reweighted to its traffic)" if reweighted else ""
     checks.append(
         (
@@ -591,6 +592,7 @@ def gate(comparison: dict[str, Any], policy: GatePolicy | None = None) -> dict[s
         )
     return {
         "promote": all(ok for ok, _ in checks),
+        "gain": judged.get("difference"),
         "checks": [{"passed": ok, "check": text} for ok, text in checks],
     }
 
