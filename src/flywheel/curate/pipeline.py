@@ -167,6 +167,7 @@ class _Chunk:
     kept: list[_Kept] = field(default_factory=list)
     keys: Any = None  # numpy (len(kept), bands) uint64
     rows: bytes = b""  # the examples' encoded rows: zlib(pickle(list of tuples))
+    tool_sets: dict[str, Any] = field(default_factory=dict)  # the tool sets the rows name
 
 
 def _question_hash(example: Example) -> int:
@@ -273,7 +274,7 @@ class _PassOne:
             candidates = _judged(self.judge, rules, candidates, out.reviews, out.counts)
         out.kept = [_compact(e, rules, number, row) for row, e in enumerate(candidates)]
         out.keys = _keys(candidates, rules) if candidates else None
-        encoded = self.store.encode_examples([_example_row(e, now) for e in candidates])
+        encoded, out.tool_sets = self.store.encode_examples([_example_row(e, now) for e in candidates])
         out.rows = zlib.compress(pickle.dumps(encoded, protocol=pickle.HIGHEST_PROTOCOL), 1)
         return out
 
@@ -361,6 +362,7 @@ def _curate(
     index: dict[str, int] = {}  # example id -> its position in kept (exact dedup)
     keys: list[Any] = []  # band keys by chunk
     rows: list[bytes] = []  # encoded rows by chunk
+    tool_sets: dict[str, Any] = {}  # the tool sets they name
     processed = accepted = offered = 0
     after = previous["cutoff"] if previous and previous["rules_hash"] == rules.hash else None
     chunks = store.curation_chunks(workload, ingested_after=after, ingested_until=cutoff, chunk=chunk_size)
@@ -401,6 +403,7 @@ def _curate(
             accepted += len(chunk.kept)
             keys.append(chunk.keys)
             rows.append(chunk.rows)
+            tool_sets.update(chunk.tool_sets)
             take(chunk.kept)
             if progress:
                 progress(processed)
@@ -583,6 +586,7 @@ def _curate(
         ],
         review_rows(),
         example_rows(),
+        tool_sets,
     )
     clock.lap("save")
     return CurationResult(dataset_id, number, workload, summary)

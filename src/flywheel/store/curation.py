@@ -3,6 +3,7 @@ versions, examples and their membership, review items."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from flywheel.store import tables as t
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["CurationQueries"]
+__all__ = ["CurationQueries", "tool_set_id"]
 
 
 def _loads(text: str | None) -> Any:
@@ -30,6 +31,27 @@ def _loads(text: str | None) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return text
+
+
+def tool_set_id(tools: Any) -> str:
+    """The content address of a list of offered tools (the ``tool_sets`` row that
+    examples offering it name, instead of each holding its own copy)."""
+    blob = orjson.dumps(tools, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    return "ts-" + hashlib.sha256(blob).hexdigest()[:32]
+
+
+def _with_tools(conn: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Example rows with their ``tools`` (a tool set read and decoded once, shared
+    by the rows that name it) in place of ``tools_id``."""
+    wanted = sorted({r["tools_id"] for r in rows if r["tools_id"] is not None})
+    sets: dict[str, Any] = {}
+    for i in range(0, len(wanted), 1000):
+        c = t.tool_sets.c
+        query = select(c.id, c.tools).where(c.id.in_(wanted[i : i + 1000]))
+        sets.update((i, tools) for i, tools in conn.execute(query))
+    for row in rows:
+        row["tools"] = sets.get(row.pop("tools_id"))
+    return rows
 
 
 def _time(value: Any) -> datetime | None:
@@ -370,24 +392,38 @@ class CurationQueries:
         if split:
             query = query.where(de.split == split)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return _with_tools(conn, [dict(r) for r in conn.execute(query).mappings()])
 
     def examples_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 1000):
-                for row in conn.execute(
-                    select(t.examples).where(t.examples.c.id.in_(ids[i : i + 1000]))
-                ).mappings():
-                    out[row["id"]] = dict(row)
+                rows = conn.execute(select(t.examples).where(t.examples.c.id.in_(ids[i : i + 1000])))
+                for row in _with_tools(conn, [dict(r) for r in rows.mappings()]):
+                    out[row["id"]] = row
         return out
 
-    def encode_examples(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        """Example rows as the parameters of their insert (JSON and times encoded
-        for this database): what ``save_dataset`` writes, made ahead of time."""
+    def encode_examples(self, rows: Sequence[dict[str, Any]]) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+        """Example rows (with their ``tools``) as the parameters of their insert
+        (JSON and times encoded for this database), and the tool sets they name
+        (id -> tools): what ``save_dataset`` writes, made ahead of time."""
         from flywheel.store.bulk import insert_statement
 
-        return insert_statement(t.examples, self.engine.dialect.name).params(rows)
+        named: dict[int, tuple[Any, str]] = {}  # id(tools) -> (tools, its id): a shared list is hashed once
+        tool_sets: dict[str, Any] = {}
+        params = []
+        for row in rows:
+            tools = row.get("tools")
+            tools_id = None
+            if tools:
+                known = named.get(id(tools))
+                if known is None:
+                    # held with the list, so that its id() stays its own during the call
+                    known = named[id(tools)] = (tools, tool_set_id(tools))
+                    tool_sets[known[1]] = tools
+                tools_id = known[1]
+            params.append({**row, "tools_id": tools_id})
+        return insert_statement(t.examples, self.engine.dialect.name).params(params), tool_sets
 
     def save_dataset(
         self,
@@ -395,10 +431,12 @@ class CurationQueries:
         membership: Sequence[dict[str, Any]],
         review_items: Iterable[dict[str, Any]],
         examples: Iterable[list[tuple[Any, ...]]] = (),
+        tool_sets: dict[str, Any] | None = None,
     ) -> None:
         """Write a dataset version with its examples (batches of ``encode_examples``;
         an example already in the store is left as it is: examples are
-        content-addressed), its membership and review items, atomically."""
+        content-addressed) and the tool sets they name (``tool_sets``: those of
+        ``encode_examples``), its membership and review items, atomically."""
         from flywheel.store.bulk import insert_statement
 
         with self._writing() as conn:
@@ -406,9 +444,21 @@ class CurationQueries:
             cursor = conn.connection.dbapi_connection.cursor()
             try:
                 rows = insert_statement(t.examples, conn.dialect.name)
+                named = rows.columns.index("tools_id")
+                used: set[str] = set()
                 for batch in examples:
                     if batch:
                         cursor.executemany(rows.sql, batch)
+                        used.update(row[named] for row in batch if row[named] is not None)
+                missing = used - set(tool_sets or {})
+                if missing:
+                    raise ValueError(f"examples name tool sets that were not given: {sorted(missing)[:3]}")
+                if used:
+                    sets = insert_statement(t.tool_sets, conn.dialect.name)
+                    given = tool_sets or {}
+                    made = dataset["created_at"]
+                    new = [{"id": i, "tools": given[i], "created_at": made} for i in sorted(used)]
+                    cursor.executemany(sets.sql, sets.params(new))
                 statement = insert_statement(t.review_items, conn.dialect.name)
                 items: list[dict[str, Any]] = []
                 for item in review_items:

@@ -205,7 +205,7 @@ examples = Table(
     Column("workload", String(200), nullable=False),
     Column("kind", String(20), nullable=False),  # sft, preference
     Column("messages", Json, nullable=False),
-    Column("tools", Json),
+    Column("tools_id", ID),  # the tools offered (tool_sets): thousands of examples share one list
     Column("target", Json, nullable=False),
     Column("rejected", Json),  # the worse response of a preference pair
     Column("source", String(40), nullable=False),  # correction, success, annotation
@@ -215,6 +215,14 @@ examples = Table(
     Column("created_at", Time, nullable=False),
     Index(None, "workload", "task_at"),
     Index(None, "task_id"),
+)
+
+tool_sets = Table(
+    "tool_sets",
+    metadata,
+    Column("id", ID, primary_key=True),  # content hash of the list (``store.curation.tool_set_id``)
+    Column("tools", Json, nullable=False),
+    Column("created_at", Time, nullable=False),
 )
 
 example_embeddings = Table(
