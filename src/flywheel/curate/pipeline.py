@@ -18,6 +18,7 @@ import time
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -170,6 +171,9 @@ class _Chunk:
     tool_sets: dict[str, Any] = field(default_factory=dict)  # the tool sets the rows name
 
 
+_Job = tuple[int, Any, Any, dict[str, float]]  # (chunk number, first, following, latency percentiles)
+
+
 def _question_hash(example: Example) -> int:
     digest = hashlib.blake2b(normalized_question(example).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
@@ -210,17 +214,16 @@ class _PassOne:
         workload: str,
         rules: RulesFile,
         now: datetime,
-        percentiles: dict[str, float],
         window: tuple[datetime | None, datetime | None],
         incremental: bool,
         judge: Any = None,
     ) -> None:
         self.store, self.workload, self.rules, self.now = store, workload, rules, now
-        self.percentiles, self.window, self.incremental, self.judge = percentiles, window, incremental, judge
+        self.window, self.incremental, self.judge = window, incremental, judge
         self.match = rule_matcher(rules.rules)
 
-    def __call__(self, job: tuple[int, Any, Any]) -> _Chunk:
-        number, first, following = job
+    def __call__(self, job: _Job) -> _Chunk:
+        number, first, following, percentiles = job
         rules, now, out = self.rules, self.now, _Chunk()
         after, until = self.window
         tasks = self.store.curation_tasks(
@@ -231,7 +234,7 @@ class _PassOne:
             out.processed += 1
             if self.incremental:
                 out.task_ids.append(task.id)
-            rule = self.match(facts(task, self.percentiles))
+            rule = self.match(facts(task, percentiles))
             if rule is None:
                 out.counts["unmatched"] += 1
                 continue
@@ -287,7 +290,6 @@ def _start_worker(
     workload: str,
     rules_source: str,
     now: datetime,
-    percentiles: dict[str, float],
     window: tuple[datetime | None, datetime | None],
     incremental: bool,
 ) -> None:
@@ -297,10 +299,10 @@ def _start_worker(
     global _worker
     gc.disable()  # see _no_cycle_collection
     store = Store.open(Settings(database_url=database_url))
-    _worker = _PassOne(store, workload, parse_rules(rules_source), now, percentiles, window, incremental)
+    _worker = _PassOne(store, workload, parse_rules(rules_source), now, window, incremental)
 
 
-def _work(job: tuple[int, Any, Any]) -> _Chunk:
+def _work(job: _Job) -> _Chunk:
     assert _worker is not None, "worker not started"
     return _worker(job)
 
@@ -308,7 +310,7 @@ def _work(job: tuple[int, Any, Any]) -> _Chunk:
 @contextlib.contextmanager
 def _pass_one_map(
     store: Store, passer: _PassOne, jobs: int, workers: int | None
-) -> Iterator[Callable[[list[tuple[int, Any, Any]]], Iterator[_Chunk]]]:
+) -> Iterator[Callable[[list[_Job]], Iterator[_Chunk]]]:
     """How pass one runs over the chunks, in order: here, or in worker processes
     (one per core) when there are many chunks and nothing needs this process
     (no LLM judge, a database other processes can open)."""
@@ -327,7 +329,6 @@ def _pass_one_map(
         passer.workload,
         passer.rules.source,
         passer.now,
-        passer.percentiles,
         passer.window,
         passer.incremental,
     )
@@ -350,7 +351,6 @@ def _curate(
     clock = _Clock()
     previous = store.latest_dataset(workload)
     cutoff = now
-    percentiles = store.latency_percentiles(workload)
     counts: Counter[str] = Counter()
     per_rule: Counter[str] = Counter()
     usable_per_rule: Counter[str] = Counter()
@@ -365,13 +365,22 @@ def _curate(
     tool_sets: dict[str, Any] = {}  # the tool sets they name
     processed = accepted = offered = 0
     after = previous["cutoff"] if previous and previous["rules_hash"] == rules.hash else None
-    chunks = store.curation_chunks(workload, ingested_after=after, ingested_until=cutoff, chunk=chunk_size)
+    # The latency percentiles (for the slow signal: a read of every task's duration)
+    # in a thread while the chunks are listed, and while the workers start.
+    aside = ThreadPoolExecutor(1)
+    pending = aside.submit(store.latency_percentiles, workload)
+    try:
+        chunks = store.curation_chunks(
+            workload, ingested_after=after, ingested_until=cutoff, chunk=chunk_size
+        )
+    except BaseException:
+        aside.shutdown(cancel_futures=True)
+        raise
     passer = _PassOne(
         store,
         workload,
         rules,
         now,
-        percentiles,
         (after, cutoff),
         previous is not None,
         _judge_of(store, rules, judge_model),
@@ -389,8 +398,9 @@ def _curate(
             elif member.preferred_to(kept[position]):
                 kept[position] = member
 
-    jobs = [(n, first, following) for n, (first, following) in enumerate(chunks)]
-    with _pass_one_map(store, passer, len(jobs), workers) as run:
+    with aside, _pass_one_map(store, passer, len(chunks), workers) as run:
+        percentiles = pending.result()
+        jobs = [(n, first, following, percentiles) for n, (first, following) in enumerate(chunks)]
         for chunk in run(jobs):
             processed += chunk.processed
             reprocessed.update(chunk.task_ids)

@@ -311,15 +311,10 @@ class CurationQueries:
 
     def latency_percentiles(self, workload: str) -> dict[str, float]:
         """p50/p90/p95/p99 task duration (ms) of a workload, for the ``slow`` signal."""
+        c = t.tasks.c
         with self.engine.connect() as conn:
-            values = sorted(
-                v
-                for v in conn.execute(
-                    select(t.tasks.c.duration_ms).where(
-                        t.tasks.c.workload == workload, t.tasks.c.duration_ms.is_not(None)
-                    )
-                ).scalars()
-            )
+            query = select(c.duration_ms).where(c.workload == workload, c.duration_ms.is_not(None))
+            values = sorted(v for (v,) in _fetch(conn, query))
         if not values:
             return {}
         pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
