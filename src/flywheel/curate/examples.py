@@ -56,8 +56,10 @@ class Example:
     task_at: datetime
     quality: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def question(self) -> str:
+        """The last user message (read by the review reason, the dedup text and the
+        question hash: found once)."""
         return last_user_text(self.messages)
 
     @property
