@@ -42,21 +42,25 @@ class BulkStatement:
         self.encoders = tuple(encoders)
 
     def params(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        pairs = list(zip(self.columns, self.encoders, strict=True))
-        # a value many rows share (a tool list, a run's timestamp) is encoded once
+        columns = self.columns
+        encoded = [(i, enc) for i, enc in enumerate(self.encoders) if enc is not None]
+        # A value many rows share (a tool list, a run's timestamp) is encoded once: the
+        # rows keep every value alive during the call, so an id stands for one value.
+        # None stays None (every encoder maps it to NULL).
         shared: dict[tuple[int, int], Any] = {}
-
-        def encode(enc: Encoder, value: Any) -> Any:
-            if value is None:
-                return enc(value)
-            key = (id(enc), id(value))  # the rows keep every value alive during the call: ids are stable
-            if key not in shared:
-                shared[key] = enc(value)
-            return shared[key]
-
-        return [
-            tuple(row.get(c) if enc is None else encode(enc, row.get(c)) for c, enc in pairs) for row in rows
-        ]
+        out = []
+        for row in rows:
+            values = [row.get(c) for c in columns]
+            for i, enc in encoded:
+                value = values[i]
+                if value is not None:
+                    key = (i, id(value))
+                    text = shared.get(key)
+                    if text is None:
+                        text = shared[key] = enc(value)
+                    values[i] = text
+            out.append(tuple(values))
+        return out
 
 
 def _columns(table: Table, dialect: str) -> tuple[list[str], list[Encoder | None], list[str]]:
