@@ -25,12 +25,15 @@ def _json(value: Any) -> Any:
 
 
 def _sqlite_time(value: datetime | None) -> str | None:
-    # SQLAlchemy's SQLite DateTime storage format; every time we store is UTC.
+    # SQLAlchemy's SQLite DateTime storage format ("2026-12-03 08:05:00.000000");
+    # every time we store is UTC. isoformat is twice as fast as strftime, and an
+    # aware time already in UTC needs no conversion (the offset is cut off).
     if value is None:
         return None
-    if value.tzinfo is not None:
+    zone = value.tzinfo
+    if zone is not None and zone is not UTC:
         value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 class BulkStatement:
