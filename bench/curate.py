@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,6 +72,14 @@ WORDS = [
 
 
 def rss_mb() -> float:
+    """This process's peak RSS: VmHWM (``ru_maxrss`` would count the RSS the parent
+    had when it forked this process), where /proc has it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -295,7 +305,40 @@ def _child(mode: str, database: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+class _WorkerPeaks:
+    """The peak RSS of this process's children (the workers of pass one), polled
+    from /proc while they run. ``RUSAGE_CHILDREN`` would overstate it: a child
+    started by fork and exec keeps the RSS its parent had when it forked."""
+
+    def __init__(self) -> None:
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> _WorkerPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        me = str(os.getpid())
+        while not self._stop.wait(0.2):
+            for status in Path("/proc").glob("[0-9]*/status"):
+                try:
+                    fields = dict(
+                        line.split(":", 1) for line in status.read_text().splitlines() if ":" in line
+                    )
+                except OSError:  # it exited meanwhile
+                    continue
+                if fields.get("PPid", "").strip() == me and "VmHWM" in fields:
+                    self.peak_kb = max(self.peak_kb, int(fields["VmHWM"].split()[0]))
+
+
 def _run_child(mode: str, database: Path) -> None:
+    workers = _WorkerPeaks()
     if mode == "pandas":
         result = pandas_pass(database)
     else:
@@ -304,16 +347,17 @@ def _run_child(mode: str, database: Path) -> None:
         )
         store = Store.open(settings)
         started = time.perf_counter()
-        curated = curate(
-            store,
-            "bench",
-            parse_rules(DEFAULT_RULES),
-            progress=lambda n: n % 100_000 == 0 and print(f"  curated {n:,}", file=sys.stderr),
-        )
+        with workers:
+            curated = curate(
+                store,
+                "bench",
+                parse_rules(DEFAULT_RULES),
+                progress=lambda n: n % 100_000 == 0 and print(f"  curated {n:,}", file=sys.stderr),
+            )
         result = {"seconds": time.perf_counter() - started, "summary": curated.summary}
     result["peak_rss_mb"] = rss_mb()
     # the largest worker process of the first pass (each holds one chunk at a time)
-    result["worker_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result["worker_peak_rss_mb"] = workers.peak_kb / 1024
     print(json.dumps(result, default=str))
 
 
