@@ -274,6 +274,9 @@ def schema_problem(arguments: Any, schema: dict[str, Any]) -> str | None:
     return None if error is None else error.message
 
 
+_QUESTION_TERMS = re.compile(r"\w{4,}")
+
+
 def assess(example: Example, rules: RulesFile, now: datetime) -> dict[str, dict[str, Any]]:
     """Scores in [0, 1] on accuracy, completeness, relevance and timeliness, each
     saying how it was obtained (deterministic checks; an LLM judge may add to them)."""
@@ -325,8 +328,8 @@ def assess(example: Example, rules: RulesFile, now: datetime) -> dict[str, dict[
             "method": "calls only offered tools",
         }
     else:
-        question_words = set(re.findall(r"\w{4,}", example.question.lower()))
-        answer_words = set(re.findall(r"\w{4,}", str(example.target.get("content") or "").lower()))
+        question_words = set(_QUESTION_TERMS.findall(example.question.lower()))
+        answer_words = set(_QUESTION_TERMS.findall(str(example.target.get("content") or "").lower()))
         overlap = len(question_words & answer_words) / max(1, min(len(question_words), 8))
         scores["relevance"] = {
             "score": min(1.0, 0.5 + overlap),
@@ -498,7 +501,7 @@ def clusters_of(labels: np.ndarray) -> list[list[int]]:
 
 
 def normalized_question(example: Example) -> str:
-    return " ".join(re.findall(r"\w+", example.question.lower()))
+    return " ".join(_WORDS.findall(example.question.lower()))
 
 
 def split_of(stratum_rank: float, rules: RulesFile) -> str:
