@@ -45,10 +45,10 @@ def _with_tools(conn: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by the rows that name it) in place of ``tools_id``."""
     wanted = sorted({r["tools_id"] for r in rows if r["tools_id"] is not None})
     sets: dict[str, Any] = {}
-    for i in range(0, len(wanted), 1000):
-        c = t.tool_sets.c
-        query = select(c.id, c.tools).where(c.id.in_(wanted[i : i + 1000]))
-        sets.update((i, tools) for i, tools in conn.execute(query))
+    c = t.tool_sets.c
+    for start in range(0, len(wanted), 1000):
+        query = select(c.id, c.tools).where(c.id.in_(wanted[start : start + 1000]))
+        sets.update((key, tools) for key, tools in conn.execute(query))
     for row in rows:
         row["tools"] = sets.get(row.pop("tools_id"))
     return rows
