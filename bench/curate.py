@@ -74,13 +74,12 @@ WORDS = [
 def rss_mb() -> float:
     """This process's peak RSS: VmHWM (``ru_maxrss`` would count the RSS the parent
     had when it forked this process), where /proc has it."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    status = Path("/proc/self/status")
+    lines = status.read_text().splitlines() if status.exists() else []
+    for line in lines:
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: an upper bound
 
 
 def generate(store: Store, n: int, seed: int = 0) -> float:

@@ -384,16 +384,13 @@ def _curate(
     processed = accepted = offered = 0
     after = previous["cutoff"] if previous and previous["rules_hash"] == rules.hash else None
     # The latency percentiles (for the slow signal: a read of every task's duration)
-    # in a thread while the chunks are listed, and while the workers start.
-    aside = ThreadPoolExecutor(1)
-    pending = aside.submit(store.latency_percentiles, workload)
-    try:
+    # in a thread while the chunks are listed: two queries of about a second each.
+    with ThreadPoolExecutor(1) as aside:
+        pending = aside.submit(store.latency_percentiles, workload)
         chunks = store.curation_chunks(
             workload, ingested_after=after, ingested_until=cutoff, chunk=chunk_size
         )
-    except BaseException:
-        aside.shutdown(cancel_futures=True)
-        raise
+        percentiles = pending.result()
     passer = _PassOne(
         store,
         workload,
@@ -416,8 +413,7 @@ def _curate(
             elif member.preferred_to(kept[position]):
                 kept[position] = member
 
-    with aside, _pass_one_map(store, passer, len(chunks), workers) as run:
-        percentiles = pending.result()
+    with _pass_one_map(store, passer, len(chunks), workers) as run:
         jobs = [(n, first, following, percentiles) for n, (first, following) in enumerate(chunks)]
         for chunk in run(jobs):
             processed += chunk.processed
