@@ -184,7 +184,8 @@ class _StepEvent(_Strict):
     seq: Annotated[int, Field(ge=0)] = 0
     started_at: Timestamp
     ended_at: Timestamp | None = None
-    error: str | None = None
+    error: str | None = Field(None, description="what went wrong, short: `Type: message`")
+    error_detail: str | None = Field(None, description="the whole traceback, when there is one")
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> _StepEvent:

@@ -1,9 +1,11 @@
 """Ingestion owns the way in: decoding events and OTLP spans, validation,
-redaction, and bulk, idempotent, group-committed writes to the store.
+redaction, pricing, and bulk, idempotent, group-committed writes to the store.
 
 ``Ingestor`` is the one entry point: the server, the SDK's local mode and the
-``flywheel import`` command all go through it, so every path validates and
-redacts the same way.
+``flywheel import`` command all go through it, so every path validates,
+redacts and prices the same way: an ``llm_call`` with tokens and no cost gets
+its cost from the price table (built-in list prices and ``FLYWHEEL_PRICES``);
+one whose model has no price keeps none and is counted as unpriced.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from typing import Any
 
 from flywheel.config import Settings
 from flywheel.ingest.events import EventError, PreparedBatch, prepare_body, prepare_events
+from flywheel.ingest.otlp import OtlpRecords, decode_logs, decode_traces, log_records, span_records
 from flywheel.ingest.redact import Redactor
+from flywheel.ingest.traces import assemble_rows, prepare_records
 from flywheel.ingest.writer import BulkWriter
-from flywheel.store import Store, WriteResult
+from flywheel.models.pricing import PriceTable
+from flywheel.store import RowBatch, Store, WriteResult
 
 __all__ = ["BulkWriter", "EventError", "IngestResult", "Ingestor", "PreparedBatch", "Redactor"]
 
@@ -28,6 +33,12 @@ class IngestResult:
     stored: int
     duplicates: int
     rejected: list[EventError] = field(default_factory=list)
+    #: llm_calls that reported tokens but no cost and whose model has no price, by model
+    unpriced: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unpriced_calls(self) -> int:
+        return sum(self.unpriced.values())
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +47,7 @@ class IngestResult:
             "stored": self.stored,
             "duplicates": self.duplicates,
             "rejected": [e.as_dict() for e in self.rejected],
+            "unpriced_calls": self.unpriced_calls,
         }
 
 
@@ -46,19 +58,37 @@ class Ingestor:
         self.redactor = Redactor(
             settings.redact, settings.redact_patterns, max_chars=settings.max_field_chars
         )
-        self.writer = BulkWriter(store) if group_commit else None
+        self.prices = PriceTable.from_file(settings.prices)
+        self.writer = BulkWriter(store, assemble=self.assemble) if group_commit else None
 
     def prepare_body(self, body: bytes) -> PreparedBatch:
-        return prepare_body(body, self.redactor, max_events=self.settings.max_batch_events)
+        return prepare_body(
+            body, self.redactor, max_events=self.settings.max_batch_events, prices=self.prices
+        )
 
     def prepare(self, items: list[Any]) -> PreparedBatch:
-        return prepare_events(items, self.redactor)
+        return prepare_events(items, self.redactor, self.prices)
+
+    def prepare_traces(self, body: bytes, content_type: str) -> tuple[PreparedBatch, OtlpRecords]:
+        """An OTLP trace export's spans, checked and redacted (``flywheel.ingest.traces``)."""
+        otlp = span_records(decode_traces(body, content_type))
+        return prepare_records(otlp, self.redactor, self.prices), otlp
+
+    def prepare_logs(self, body: bytes, content_type: str) -> tuple[PreparedBatch, OtlpRecords]:
+        """An OTLP logs export's records that belong to a span (GenAI events)."""
+        otlp = log_records(decode_logs(body, content_type))
+        return prepare_records(otlp, self.redactor, self.prices), otlp
+
+    def assemble(self, task_id: str, records: list[dict[str, Any]]) -> RowBatch:
+        """A trace's task and steps from all of its records (run by the store, in
+        the transaction that wrote the records)."""
+        return assemble_rows(task_id, records, self.redactor, self.prices)
 
     def write(self, prepared: PreparedBatch) -> IngestResult:
         if self.writer is not None:
             written = self.writer.submit(prepared.rows).result()
         elif len(prepared.rows):
-            written = self.store.write_batch(prepared.rows)
+            written = self.store.write_batch(prepared.rows, assemble=self.assemble)
         else:
             written = WriteResult()
         return self.result(prepared, written)
@@ -70,6 +100,7 @@ class Ingestor:
             stored=written.stored,
             duplicates=written.duplicates,
             rejected=prepared.rejected,
+            unpriced=prepared.unpriced,
         )
 
     def ingest_body(self, body: bytes) -> IngestResult:

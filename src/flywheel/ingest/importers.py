@@ -6,8 +6,9 @@
 (``messages`` [+ ``tools``], whose last assistant message is the response).
 Each line becomes a finished task with one ``llm_call`` step.
 
-``otlp-json``: OTLP/JSON trace exports, one per line (the OpenTelemetry
-Collector's file exporter) or one document.
+``otlp-json``: OTLP/JSON trace or logs exports, one per line (the OpenTelemetry
+Collector's file exporter) or one document; each trace is assembled into a
+task as the OTLP endpoints do.
 
 Ids derive from the line's content, so importing a file twice stores nothing
 twice. Bad lines are reported by number and skipped.
@@ -27,7 +28,6 @@ import orjson
 
 from flywheel.errors import FlywheelError, InvalidInput
 from flywheel.ingest import Ingestor
-from flywheel.ingest.otlp import decode_otlp, spans_to_events
 
 __all__ = ["FORMATS", "ImportReport", "import_file"]
 
@@ -45,6 +45,7 @@ class ImportReport:
     stored: int = 0
     duplicates: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    unpriced_calls: int = 0  # llm_calls with tokens of a model that has no price
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +54,7 @@ class ImportReport:
             "events_stored": self.stored,
             "events_duplicate": self.duplicates,
             "errors": self.errors,
+            "unpriced_calls": self.unpriced_calls,
         }
 
 
@@ -132,6 +134,20 @@ def openai_line_events(record: Any, line: bytes, workload: str | None) -> list[d
     ]
 
 
+def _import_otlp_line(ingestor: Ingestor, line: bytes, number: int, report: ImportReport) -> None:
+    logs = b'"resourceLogs"' in line or b'"resource_logs"' in line
+    prepare = ingestor.prepare_logs if logs else ingestor.prepare_traces
+    prepared, _ = prepare(line, "application/json")
+    result = ingestor.write(prepared)
+    if not logs:
+        report.tasks += len({row["task_id"] for row in prepared.rows.otel_records})
+    report.stored += result.stored
+    report.duplicates += result.duplicates
+    report.unpriced_calls += result.unpriced_calls
+    for error in result.rejected:
+        report.errors.append({"line": number, "field": error.field, "message": error.message})
+
+
 def import_file(
     ingestor: Ingestor,
     path: Path,
@@ -156,6 +172,7 @@ def import_file(
         result = ingestor.ingest(pending)
         report.stored += result.stored
         report.duplicates += result.duplicates
+        report.unpriced_calls += result.unpriced_calls
         for error in result.rejected:
             report.errors.append(
                 {"line": origin[error.index], "field": error.field, "message": error.message}
@@ -170,7 +187,10 @@ def import_file(
             if fmt == "openai-jsonl":
                 events = openai_line_events(orjson.loads(line), line, workload)
             else:
-                events = spans_to_events(decode_otlp(line, "application/json")).events
+                _import_otlp_line(ingestor, line, number, report)
+                if progress:
+                    progress(read)
+                continue
         except orjson.JSONDecodeError as exc:
             report.errors.append({"line": number, "field": "(line)", "message": f"not JSON: {exc}"})
             continue

@@ -1,27 +1,40 @@
-"""OpenTelemetry OTLP/HTTP traces -> flywheel events.
+"""OpenTelemetry OTLP/HTTP traces and logs -> flywheel tasks and steps.
 
 Stock instrumentation works unchanged: the GenAI semantic conventions
-(``gen_ai.*``) and OpenInference attributes (``openinference.span.kind``,
-``llm.*``, ``tool.*``, ``retrieval.documents.*``, ``input.value``...) are mapped
-onto our records:
+(``gen_ai.*`` attributes, and the message content as log events or span
+events), OpenInference (``openinference.span.kind``, ``llm.*``, ``tool.*``,
+``input.value``...) and OpenLLMetry (``gen_ai.prompt.N.*``, ``llm.request.*``,
+``traceloop.*``).
 
-* a trace is a task (its id is the trace id as a UUID); the trace's root span
-  gives the task's input, output and outcome (status ERROR = failure);
-* LLM spans (``chat``/``text_completion``/``generate_content``, or kind LLM)
-  become ``llm_call`` steps, tool spans (``execute_tool`` or TOOL) become
-  ``tool_call`` steps, RETRIEVER spans ``retrieval`` steps;
-* the workload is ``flywheel.workload`` (span or resource attribute), else
-  ``gen_ai.agent.name``, else ``service.name``; the session is ``session.id`` or
-  ``gen_ai.conversation.id``, else the trace's own id.
+A trace is read whole. Each span and each log record is kept as it came (after
+redaction) in ``otel_records``, and the trace's task and steps are assembled
+from all the records of the trace every time one of them arrives, in the same
+transaction (``assemble_trace``): children before their root, logs before or
+after their span, an export re-sent or split differently, all give the same
+task. The assembly:
 
-Other spans (chains, embeddings, HTTP) carry no step of ours and are counted
-as ignored. Ids derive from trace and span ids, so a re-sent export is
-recognised as duplicate.
+* a trace is a task (its id is the trace id as a UUID) when it holds a span of
+  ours (a model call, a tool, a retriever, an agent); the root span gives the
+  outcome (status ERROR = failure), its ``input.value``/``output.value`` the
+  task's input and output, else the first user message and the last answer;
+* model-call spans become ``llm_call`` steps with normalised messages, offered
+  tools, the answer as a chat completion, token usage and the model named by
+  the request/response attributes (``flywheel.messages``); tool spans become
+  ``tool_call`` steps and retriever spans ``retrieval`` steps; steps are
+  numbered by start time;
+* workload, session and user come from any span of the trace (``flywheel.workload``,
+  ``gen_ai.agent.name``, ``service.name``; ``session.id``, ``gen_ai.conversation.id``,
+  ``user.id`` and OpenLLMetry's association properties);
+* errors are ``Type: message``, the traceback kept apart (``error_detail``).
+
+Ids derive from trace, span and content, so a re-sent export is recognised as
+a duplicate.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import uuid
 from dataclasses import dataclass, field
@@ -30,50 +43,100 @@ from typing import Any
 
 import orjson
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from flywheel.errors import InvalidInput
+from flywheel.messages import (
+    assistant_text,
+    normalize_completion,
+    normalize_messages,
+    normalize_tools,
+    parse_json,
+    unflatten,
+)
 
-__all__ = ["OtlpEvents", "decode_otlp", "encode_response", "spans_to_events"]
+__all__ = [
+    "OtlpRecords",
+    "assemble_trace",
+    "decode_logs",
+    "decode_traces",
+    "encode_logs_response",
+    "encode_response",
+    "log_records",
+    "single_span_events",
+    "span_records",
+    "task_id_of",
+]
 
 _LLM_OPERATIONS = {"chat", "text_completion", "generate_content", "completion"}
 _STATUS_ERROR = Status.STATUS_CODE_ERROR
+_OURS = ("gen_ai.", "llm.", "openinference.", "traceloop.", "flywheel.", "tool.", "retrieval.")
+_SESSION_KEYS = (
+    "session.id",
+    "gen_ai.conversation.id",
+    "traceloop.association.properties.session_id",
+    "langfuse.session.id",
+)
+_USER_KEYS = ("user.id", "enduser.id", "traceloop.association.properties.user_id", "langfuse.user.id")
+_MESSAGE_EVENTS = {
+    "gen_ai.system.message": "system",
+    "gen_ai.user.message": "user",
+    "gen_ai.assistant.message": "assistant",
+    "gen_ai.tool.message": "tool",
+}
 
 
 @dataclass
-class OtlpEvents:
-    """Events made from an export, and for each event the span it came from."""
+class OtlpRecords:
+    """The records of an export (spans or log records), and what was skipped."""
 
-    events: list[dict[str, Any]] = field(default_factory=list)
-    span_of_event: list[int] = field(default_factory=list)
-    spans: int = 0
-    ignored_spans: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+    received: int = 0
+    ignored: int = 0
+    #: for each record, its index among the export's spans or log records
+    index_of_record: list[int] = field(default_factory=list)
 
 
-def decode_otlp(body: bytes, content_type: str) -> ExportTraceServiceRequest:
-    request = ExportTraceServiceRequest()
+# ------------------------------------------------------------------ decoding
+
+
+def _decode(body: bytes, content_type: str, message: Message, what: str) -> Any:
     if "json" in content_type:
         try:
             data = orjson.loads(body)
+            if not isinstance(data, dict):
+                raise InvalidInput(f"the body is not an OTLP/JSON {what} export: it must be a JSON object")
             _hex_ids_to_base64(data)
-            json_format.ParseDict(data, request, ignore_unknown_fields=True)
-        except (orjson.JSONDecodeError, json_format.ParseError, ValueError, TypeError) as exc:
-            raise InvalidInput(f"the body is not an OTLP/JSON trace export: {exc}") from exc
+            json_format.ParseDict(data, message, ignore_unknown_fields=True)
+        except (orjson.JSONDecodeError, json_format.ParseError, ValueError, TypeError, AttributeError) as exc:
+            raise InvalidInput(f"the body is not an OTLP/JSON {what} export: {exc}") from exc
     else:
         try:
-            request.ParseFromString(body)
+            message.ParseFromString(body)
         except DecodeError as exc:
             raise InvalidInput(
-                f"the body is not an OTLP protobuf trace export: {exc}",
+                f"the body is not an OTLP protobuf {what} export: {exc}",
                 hint="send Content-Type application/x-protobuf or application/json",
             ) from exc
-    return request
+    return message
+
+
+def decode_traces(body: bytes, content_type: str) -> ExportTraceServiceRequest:
+    return _decode(body, content_type, ExportTraceServiceRequest(), "trace")  # type: ignore[no-any-return]
+
+
+def decode_logs(body: bytes, content_type: str) -> ExportLogsServiceRequest:
+    return _decode(body, content_type, ExportLogsServiceRequest(), "logs")  # type: ignore[no-any-return]
 
 
 def encode_response(rejected_spans: int, message: str, content_type: str) -> bytes:
@@ -83,18 +146,46 @@ def encode_response(rejected_spans: int, message: str, content_type: str) -> byt
         response.partial_success.error_message = message
     if "json" in content_type:
         return orjson.dumps(json_format.MessageToDict(response))
-    return response.SerializeToString()
+    return response.SerializeToString()  # type: ignore[no-any-return]
+
+
+def encode_logs_response(rejected: int, message: str, content_type: str) -> bytes:
+    response = ExportLogsServiceResponse()
+    if rejected:
+        response.partial_success.rejected_log_records = rejected
+        response.partial_success.error_message = message
+    if "json" in content_type:
+        return orjson.dumps(json_format.MessageToDict(response))
+    return response.SerializeToString()  # type: ignore[no-any-return]
+
+
+_ID_KEYS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 
 
 def _hex_ids_to_base64(data: Any) -> None:
     """OTLP/JSON writes ids as hex; protobuf's JSON mapping expects base64."""
-    for resource_spans in data.get("resourceSpans") or data.get("resource_spans") or []:
-        for scope_spans in resource_spans.get("scopeSpans") or resource_spans.get("scope_spans") or []:
-            for span in scope_spans.get("spans") or []:
-                for key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"):
-                    value = span.get(key)
-                    if isinstance(value, str) and value:
-                        span[key] = base64.b64encode(bytes.fromhex(value)).decode()
+    for outer_key, inner_key, item_key in (
+        ("resourceSpans", "scopeSpans", "spans"),
+        ("resource_spans", "scope_spans", "spans"),
+        ("resourceLogs", "scopeLogs", "logRecords"),
+        ("resource_logs", "scope_logs", "log_records"),
+    ):
+        for resource in _list(data.get(outer_key)):
+            for scope in _list(resource.get(inner_key) if isinstance(resource, dict) else None):
+                for item in _list(scope.get(item_key) if isinstance(scope, dict) else None):
+                    if not isinstance(item, dict):
+                        continue
+                    for holder in [item, *[x for x in _list(item.get("links")) if isinstance(x, dict)]]:
+                        for key in _ID_KEYS:
+                            value = holder.get(key)
+                            if isinstance(value, str) and value:
+                                # already base64, or garbage that validation names
+                                with contextlib.suppress(ValueError):
+                                    holder[key] = base64.b64encode(bytes.fromhex(value)).decode()
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _any_value(value: AnyValue) -> Any:
@@ -116,199 +207,525 @@ def _any_value(value: AnyValue) -> Any:
     return None
 
 
-def _time(nanos: int) -> str:
-    return datetime.fromtimestamp(nanos / 1e9, UTC).isoformat()
+def _attributes(pairs: Any) -> dict[str, Any]:
+    return {kv.key: _any_value(kv.value) for kv in pairs}
 
 
-def _json_or_text(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in ("{", "["):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
+def task_id_of(trace_id: bytes) -> str:
+    return str(uuid.UUID(bytes=trace_id))
 
 
-def _indexed(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    """Collect flattened OpenInference lists: ``prefix.0.message.role`` -> [{...}]."""
-    items: dict[int, dict[str, Any]] = {}
-    for key, value in attrs.items():
-        if not key.startswith(prefix):
-            continue
-        index, _, rest = key[len(prefix) :].partition(".")
-        if index.isdigit():
-            items.setdefault(int(index), {})[rest] = value
-    return [items[i] for i in sorted(items)]
+def _uuid(*parts: bytes) -> str:
+    return str(uuid.UUID(bytes=hashlib.blake2b(b"".join(parts), digest_size=16).digest()))
 
 
-def _messages(attrs: dict[str, Any]) -> list[Any]:
-    if "gen_ai.input.messages" in attrs:
-        value = _json_or_text(attrs["gen_ai.input.messages"])
-        return value if isinstance(value, list) else [{"role": "user", "content": value}]
-    flat = _indexed(attrs, "llm.input_messages.")
-    if flat:
-        return [{"role": m.get("message.role", "user"), "content": m.get("message.content")} for m in flat]
-    if "input.value" in attrs:
-        value = _json_or_text(attrs["input.value"])
-        if isinstance(value, dict) and isinstance(value.get("messages"), list):
-            return value["messages"]
-        if isinstance(value, list):
-            return value
-        return [{"role": "user", "content": value}]
-    return []
+def _is_ours(attrs: dict[str, Any]) -> bool:
+    return any(key.startswith(_OURS) or key in _SESSION_KEYS or key in _USER_KEYS for key in attrs)
 
 
-def _response(attrs: dict[str, Any]) -> Any:
-    if "gen_ai.output.messages" in attrs:
-        return _json_or_text(attrs["gen_ai.output.messages"])
-    flat = _indexed(attrs, "llm.output_messages.")
-    if flat:
-        return [
-            {"role": m.get("message.role", "assistant"), "content": m.get("message.content")} for m in flat
-        ]
-    return _json_or_text(attrs.get("output.value"))
-
-
-def _span_error(span: Span, attrs: dict[str, Any]) -> str | None:
-    if span.status.code == _STATUS_ERROR:
-        return span.status.message or attrs.get("error.type") or "error"
-    return None
-
-
-def spans_to_events(request: ExportTraceServiceRequest) -> OtlpEvents:
-    out = OtlpEvents()
-    span_index = -1
-    with_root = {
-        span.trace_id
-        for resource_spans in request.resource_spans
-        for scope_spans in resource_spans.scope_spans
-        for span in scope_spans.spans
-        if not span.parent_span_id
-    }
+def span_records(request: ExportTraceServiceRequest) -> OtlpRecords:
+    """One record per span that can matter to a task: roots, and spans carrying
+    GenAI / OpenInference / OpenLLMetry / session attributes. Others are ignored."""
+    out = OtlpRecords()
+    index = -1
     for resource_spans in request.resource_spans:
-        resource = {kv.key: _any_value(kv.value) for kv in resource_spans.resource.attributes}
+        resource = _attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope.name
             for span in scope_spans.spans:
-                span_index += 1
-                out.spans += 1
-                before = len(out.events)
-                _span_events(span, resource, span.trace_id in with_root, out.events)
-                if len(out.events) == before:
-                    out.ignored_spans += 1
-                out.span_of_event.extend([span_index] * (len(out.events) - before))
+                index += 1
+                out.received += 1
+                attrs = _attributes(span.attributes)
+                if len(span.trace_id) != 16 or len(span.span_id) != 8:
+                    # Let validation reject it with a clear message rather than guessing ids.
+                    out.records.append({"id": None, "problem": "trace_id must be 16 bytes and span_id 8"})
+                    out.index_of_record.append(index)
+                    continue
+                if span.parent_span_id and not _is_ours(attrs):
+                    out.ignored += 1
+                    continue
+                data = {
+                    "span_id": span.span_id.hex(),
+                    "parent_span_id": span.parent_span_id.hex() or None,
+                    "name": span.name,
+                    "start": span.start_time_unix_nano,
+                    "end": span.end_time_unix_nano or None,
+                    "status": int(span.status.code),
+                    "status_message": span.status.message or None,
+                    "attributes": attrs,
+                    "events": [
+                        {"name": e.name, "time": e.time_unix_nano, "attributes": _attributes(e.attributes)}
+                        for e in span.events
+                    ],
+                    "resource": resource,
+                    "scope": scope,
+                }
+                out.records.append(
+                    {
+                        "id": _uuid(b"span", span.trace_id, span.span_id),
+                        "task_id": task_id_of(span.trace_id),
+                        "kind": "span",
+                        "span_id": data["span_id"],
+                        "data": data,
+                    }
+                )
+                out.index_of_record.append(index)
     return out
 
 
-def _span_events(
-    span: Span, resource: dict[str, Any], root_in_export: bool, events: list[dict[str, Any]]
-) -> None:
-    attrs = {kv.key: _any_value(kv.value) for kv in span.attributes}
-    if len(span.trace_id) != 16 or len(span.span_id) != 8:
-        # Let validation reject it with a clear message rather than guessing ids.
-        events.append({"type": "span", "id": span.span_id.hex() or None})
-        return
-    task_id = str(uuid.UUID(bytes=span.trace_id))
-    step_id = str(uuid.UUID(bytes=hashlib.blake2b(span.trace_id + span.span_id, digest_size=16).digest()))
-    workload = (
-        attrs.get("flywheel.workload")
-        or resource.get("flywheel.workload")
-        or attrs.get("gen_ai.agent.name")
-        or resource.get("service.name")
-        or "default"
-    )
-    session = attrs.get("session.id") or attrs.get("gen_ai.conversation.id") or task_id
-    started = _time(span.start_time_unix_nano)
-    ended = _time(span.end_time_unix_nano) if span.end_time_unix_nano else None
+def log_records(request: ExportLogsServiceRequest) -> OtlpRecords:
+    """One record per log record that belongs to a span (GenAI events carry the
+    message content); log records outside any trace are ignored."""
+    out = OtlpRecords()
+    index = -1
+    for resource_logs in request.resource_logs:
+        resource = _attributes(resource_logs.resource.attributes)
+        for scope_logs in resource_logs.scope_logs:
+            scope = scope_logs.scope.name
+            for record in scope_logs.log_records:
+                index += 1
+                out.received += 1
+                if not record.trace_id or not record.span_id:
+                    out.ignored += 1
+                    continue
+                if len(record.trace_id) != 16 or len(record.span_id) != 8:
+                    out.records.append({"id": None, "problem": "trace_id must be 16 bytes and span_id 8"})
+                    out.index_of_record.append(index)
+                    continue
+                attrs = _attributes(record.attributes)
+                name = getattr(record, "event_name", "") or attrs.get("event.name") or ""
+                data = {
+                    "span_id": record.span_id.hex(),
+                    "time": record.time_unix_nano or record.observed_time_unix_nano,
+                    "event_name": str(name),
+                    "attributes": attrs,
+                    "body": _any_value(record.body) if record.HasField("body") else None,
+                    "resource": resource,
+                    "scope": scope,
+                }
+                content = orjson.dumps(
+                    data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str
+                )
+                out.records.append(
+                    {
+                        "id": _uuid(b"log", record.trace_id, record.span_id, content),
+                        "task_id": task_id_of(record.trace_id),
+                        "kind": "log",
+                        "span_id": data["span_id"],
+                        "data": data,
+                    }
+                )
+                out.index_of_record.append(index)
+    return out
+
+
+# ------------------------------------------------------------------ assembly
+
+
+def _time(nanos: int | None) -> str | None:
+    if not nanos:
+        return None
+    return datetime.fromtimestamp(nanos / 1e9, UTC).isoformat()
+
+
+def _first(attrs: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _tokens(attrs: dict[str, Any], *keys: str) -> int | None:
+    value = _first(attrs, *keys)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and 0 <= value < 2**63 else None
+
+
+def _prefixed(attrs: dict[str, Any], prefix: str) -> Any:
+    """``prefix.0.x`` ... unflattened; None when no key has the prefix."""
+    flat = {k[len(prefix) :]: v for k, v in attrs.items() if k.startswith(prefix)}
+    return unflatten(flat) if flat else None
+
+
+def _kind(attrs: dict[str, Any]) -> str | None:
     operation = attrs.get("gen_ai.operation.name")
     kind = str(attrs.get("openinference.span.kind", "")).upper()
-    error = _span_error(span, attrs)
-    common = {"id": step_id, "task_id": task_id, "started_at": started, "ended_at": ended}
+    traceloop = str(attrs.get("traceloop.span.kind", "")).lower()
+    request_type = attrs.get("llm.request.type")
+    if operation in _LLM_OPERATIONS or kind == "LLM" or request_type in ("chat", "completion"):
+        return "llm_call"
+    if operation == "execute_tool" or kind == "TOOL" or traceloop == "tool":
+        return "tool_call"
+    if kind == "RETRIEVER":
+        return "retrieval"
+    if operation in ("invoke_agent", "create_agent") or kind == "AGENT" or traceloop in ("agent", "workflow"):
+        return "agent"
+    return None
 
-    if not span.parent_span_id:
-        task: dict[str, Any] = {
-            "id": task_id,
-            "workload": str(workload),
-            "session_id": str(session),
-            "input": _json_or_text(attrs.get("input.value")),
-            "started_at": started,
-            "metadata": {"otel.span_name": span.name},
-        }
-        if attrs.get("flywheel.agent_version"):
-            task["agent_version"] = str(attrs["flywheel.agent_version"])
-        if ended:
-            events.append(
-                {
-                    "type": "task_finished",
-                    **task,
-                    "ended_at": ended,
-                    "output": _json_or_text(attrs.get("output.value")),
-                    "success": error is None,
-                    "error": error,
-                }
-            )
+
+def _error(span: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A short ``Type: message`` and the whole traceback, when the span failed."""
+    if span["status"] != _STATUS_ERROR:
+        return None, None
+    attrs = span["attributes"]
+    exceptions = [e["attributes"] for e in span["events"] if e["name"] == "exception"]
+    detail = None
+    if exceptions:
+        last = exceptions[-1]
+        kind = str(last.get("exception.type") or attrs.get("error.type") or "Error").rsplit(".", 1)[-1]
+        message = str(last.get("exception.message") or "").strip()
+        detail = last.get("exception.stacktrace") or None
+    else:
+        text = str(span["status_message"] or "").strip()
+        lines = [line for line in text.splitlines() if line.strip()]
+        if len(lines) > 1:  # a traceback: its last line says what was raised
+            detail, text = text, lines[-1].strip()
+        kind_and_message = text.split(": ", 1)
+        if len(kind_and_message) == 2 and " " not in kind_and_message[0]:
+            kind, message = kind_and_message[0].rsplit(".", 1)[-1], kind_and_message[1]
         else:
-            events.append({"type": "task_started", **task})
-    elif not root_in_export:
-        # The root comes in another export, or never; make sure the task exists.
-        events.append(
-            {
-                "type": "task_started",
-                "id": task_id,
-                "workload": str(workload),
-                "session_id": str(session),
-                "started_at": started,
-            }
-        )
+            kind = str(attrs.get("error.type") or "").rsplit(".", 1)[-1]
+            message = text
+        if not kind and not message:
+            return "error", detail
+    first_line = message.splitlines()[0] if message else ""
+    short = f"{kind}: {first_line}" if kind and first_line else (kind or first_line)
+    return short[:1000], detail
 
-    if operation in _LLM_OPERATIONS or kind == "LLM":
+
+def _events_of(span: dict[str, Any], logs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], Any]]:
+    """The span's GenAI events (log records, then span events), oldest first:
+    ``(name, attributes, body)``."""
+    found = [
+        (log["time"] or 0, i, log["event_name"], log["attributes"], log["body"])
+        for i, log in enumerate(logs)
+        if log["span_id"] == span["span_id"]
+    ]
+    found += [
+        (event["time"] or 0, len(logs) + i, event["name"], event["attributes"], None)
+        for i, event in enumerate(span["events"])
+    ]
+    found.sort(key=lambda item: (item[0], item[1]))
+    return [(name, attrs, body) for _, _, name, attrs, body in found]
+
+
+def _llm_payload(span: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, Any]:
+    attrs = span["attributes"]
+    events = _events_of(span, logs)
+    details: dict[str, Any] = {}
+    for _, event_attrs, body in events:
+        for source in (event_attrs, body if isinstance(body, dict) else {}):
+            for key in (
+                "gen_ai.input.messages",
+                "gen_ai.output.messages",
+                "gen_ai.system_instructions",
+                "gen_ai.tool.definitions",
+                "gen_ai.prompt",
+                "gen_ai.completion",
+            ):
+                if key in source and key not in details:
+                    details[key] = source[key]
+
+    def attribute(key: str) -> Any:
+        return attrs[key] if key in attrs else details.get(key)
+
+    request = parse_json(attrs.get("input.value"))
+    request = request if isinstance(request, dict) else {}
+    invocation = parse_json(attrs.get("llm.invocation_parameters"))
+    invocation = invocation if isinstance(invocation, dict) else {}
+
+    # Messages: GenAI attributes, OpenInference, OpenLLMetry, GenAI events, the raw request.
+    messages: list[dict[str, Any]] = []
+    if attribute("gen_ai.input.messages") is not None:
+        messages = normalize_messages(
+            attribute("gen_ai.input.messages"), system_instructions=attribute("gen_ai.system_instructions")
+        )
+    elif (flat := _prefixed(attrs, "llm.input_messages.")) is not None:
+        messages = normalize_messages(flat)
+    elif isinstance(prompt := _prefixed(attrs, "gen_ai.prompt."), list):
+        messages = normalize_messages(prompt)
+    elif any(name in _MESSAGE_EVENTS for name, _, _ in events):
+        for name, event_attrs, body in events:
+            if name in _MESSAGE_EVENTS:
+                content = body if body is not None else event_attrs
+                if isinstance(content, dict) and "role" not in content:
+                    content = {**content, "role": _MESSAGE_EVENTS[name]}
+                messages.extend(normalize_messages([content]))
+    elif attribute("gen_ai.prompt") is not None:  # the older span event
+        messages = normalize_messages(attribute("gen_ai.prompt"))
+    elif isinstance(request.get("messages"), list):
+        messages = normalize_messages(request["messages"])
+    elif request.get("prompt") is not None:
+        messages = normalize_messages(request["prompt"])
+
+    tools = (
+        normalize_tools(attribute("gen_ai.tool.definitions"))
+        or normalize_tools(_prefixed(attrs, "llm.tools."))
+        or normalize_tools(_prefixed(attrs, "llm.request.functions."))
+        or normalize_tools(request.get("tools") or request.get("functions"))
+        or normalize_tools(invocation.get("tools") or invocation.get("functions"))
+    )
+
+    input_tokens = _tokens(
+        attrs,
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.prompt_tokens",
+        "llm.token_count.prompt",
+        "llm.usage.prompt_tokens",
+    )
+    output_tokens = _tokens(
+        attrs,
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.completion",
+        "llm.usage.completion_tokens",
+    )
+    usage = None
+    if input_tokens is not None or output_tokens is not None:
+        usage = {"prompt_tokens": input_tokens, "completion_tokens": output_tokens}
+        if input_tokens is not None and output_tokens is not None:
+            usage["total_tokens"] = input_tokens + output_tokens
+    response_model = _first(attrs, "gen_ai.response.model")
+    request_model = (
+        _first(attrs, "gen_ai.request.model", "llm.model_name", "llm.request.model")
+        or invocation.get("model")
+        or request.get("model")
+    )
+
+    # The answer: GenAI attributes, OpenInference, OpenLLMetry, GenAI events, output.value.
+    completion = None
+    if attribute("gen_ai.output.messages") is not None:
+        completion = normalize_completion(attribute("gen_ai.output.messages"))
+    elif (flat := _prefixed(attrs, "llm.output_messages.")) is not None:
+        completion = normalize_completion(flat)
+    elif isinstance(answer := _prefixed(attrs, "gen_ai.completion."), list):
+        completion = normalize_completion(answer)
+    elif choices := [(a, b) for name, a, b in events if name == "gen_ai.choice"]:
+        completion = normalize_completion(
+            [body if isinstance(body, dict) else attrs_ for attrs_, body in choices]
+        )
+    elif attribute("gen_ai.completion") is not None:
+        completion = normalize_completion(attribute("gen_ai.completion"))
+    elif attrs.get("output.value") is not None:
+        completion = normalize_completion(attrs["output.value"])
+    if completion is not None:
+        if response_model and "model" not in completion:
+            completion["model"] = str(response_model)
+        if usage and "usage" not in completion:
+            completion["usage"] = {k: v for k, v in usage.items() if v is not None}
+        if not completion.get("id") and attrs.get("gen_ai.response.id"):
+            completion["id"] = str(attrs["gen_ai.response.id"])
+    return {
+        "model": str(request_model or response_model or "unknown")[:200],
+        "messages": messages,
+        "tools": tools,
+        "response": completion,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+    }
+
+
+def _tool_payload(span: dict[str, Any]) -> dict[str, Any]:
+    attrs = span["attributes"]
+    name = _first(attrs, "gen_ai.tool.name", "tool.name", "traceloop.entity.name") or span["name"]
+    name = str(name)
+    if name.startswith("execute_tool "):
+        name = name[len("execute_tool ") :]
+    arguments = parse_json(
+        _first(
+            attrs, "gen_ai.tool.call.arguments", "tool.parameters", "input.value", "traceloop.entity.input"
+        )
+    )
+    if (
+        isinstance(arguments, dict)
+        and set(arguments) <= {"inputs", "args", "kwargs", "tags", "metadata"}
+        and (isinstance(arguments.get("inputs"), dict))
+    ):
+        arguments = arguments["inputs"]  # OpenLLMetry wraps a tool's input
+    output = parse_json(_first(attrs, "gen_ai.tool.call.result", "output.value", "traceloop.entity.output"))
+    output = _tool_output(output)
+    return {"name": name[:200], "arguments": arguments, "output": output}
+
+
+def _tool_output(value: Any) -> Any:
+    """A tool's result as its content: a serialised LangChain ToolMessage gives its
+    ``content``, OpenLLMetry's ``{"output": ...}`` wrapper its output."""
+    if isinstance(value, dict):
+        if value.get("lc") and isinstance(value.get("kwargs"), dict):
+            return parse_json(value["kwargs"].get("content"))
+        if value.get("type") == "tool" and "content" in value and "tool_call_id" in value:
+            return parse_json(value["content"])
+        if set(value) == {"output"} or set(value) <= {"output", "kwargs"} and "output" in value:
+            return _tool_output(parse_json(value["output"]))
+    return value
+
+
+def _retrieval_payload(span: dict[str, Any]) -> dict[str, Any]:
+    attrs = span["attributes"]
+    documents = _prefixed(attrs, "retrieval.documents.")
+    out = []
+    for item in documents if isinstance(documents, list) else []:
+        doc = item.get("document") if isinstance(item, dict) else None
+        if not isinstance(doc, dict):
+            continue
+        score = doc.get("score")
+        out.append(
+            {
+                "id": None if doc.get("id") is None else str(doc["id"]),
+                "content": str(doc.get("content", "")),
+                "score": score if isinstance(score, int | float) and not isinstance(score, bool) else None,
+            }
+        )
+    query = _first(attrs, "input.value", "gen_ai.prompt")
+    return {"query": "" if query is None else str(query), "documents": out}
+
+
+def _has_llm_descendant(span: dict[str, Any], children: dict[str, list[dict[str, Any]]]) -> bool:
+    stack = list(children.get(span["span_id"], []))
+    while stack:
+        child = stack.pop()
+        if child["kind"] == "llm_call":
+            return True
+        stack.extend(children.get(child["span_id"], []))
+    return False
+
+
+def _first_user_text(messages: list[dict[str, Any]]) -> Any:
+    for message in messages:
+        if message.get("role") == "user":
+            return message.get("content")
+    return None
+
+
+def assemble_trace(task_id: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The task and steps (as events) that a trace's records make; [] when the
+    trace holds nothing of ours yet. A pure function of the records, whatever
+    their order."""
+    spans = sorted(
+        (dict(r["data"]) for r in records if r["kind"] == "span"),
+        key=lambda s: (s["start"] or 0, s["span_id"]),
+    )
+    logs = [r["data"] for r in records if r["kind"] == "log"]
+    if not spans:
+        return []
+    for span in spans:
+        span["kind"] = _kind(span["attributes"])
+    children: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        if span["parent_span_id"]:
+            children.setdefault(span["parent_span_id"], []).append(span)
+    if not any(s["kind"] for s in spans) and not any(
+        k.startswith(("gen_ai.", "llm.", "flywheel.", "input.", "output."))
+        for s in spans
+        for k in s["attributes"]
+    ):
+        return []  # a trace of HTTP or database spans only: not a task of ours
+    root = next((s for s in spans if not s["parent_span_id"]), None)
+    ordered = [root, *[s for s in spans if s is not root]] if root else spans
+
+    def anywhere(*keys: str, resource: bool = False) -> Any:
+        for span in ordered:
+            value = _first(span["attributes"], *keys)
+            if value is None and resource:
+                value = _first(span["resource"], *keys)
+            if value is not None:
+                return value
+        return None
+
+    workload = (
+        anywhere("flywheel.workload", resource=True)
+        or anywhere("gen_ai.agent.name")
+        or anywhere("service.name", resource=True)
+        or "default"
+    )
+    session = anywhere(*_SESSION_KEYS) or task_id
+    user = anywhere(*_USER_KEYS)
+    agent_version = anywhere("flywheel.agent_version", resource=True)
+
+    events: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    llm_payloads: list[dict[str, Any]] = []
+    for span in spans:
+        kind = span["kind"]
+        if kind not in ("llm_call", "tool_call", "retrieval"):
+            continue
+        if kind == "llm_call":
+            if _has_llm_descendant(span, children):
+                continue  # a framework's wrapper around the model call: keep the call itself
+            payload = _llm_payload(span, logs)
+            llm_payloads.append(payload)
+        elif kind == "tool_call":
+            payload = _tool_payload(span)
+        else:
+            payload = _retrieval_payload(span)
+        error, detail = _error(span)
+        if kind != "retrieval":
+            payload["error"] = error
+        step = {
+            "type": kind,
+            "id": _uuid(bytes.fromhex(task_id.replace("-", "")), bytes.fromhex(span["span_id"])),
+            "task_id": task_id,
+            "seq": len(steps),
+            "started_at": _time(span["start"]),
+            "ended_at": _time(span["end"]),
+            **payload,
+        }
+        if detail:
+            step["error_detail"] = str(detail)
+        steps.append(step)
+
+    metadata: dict[str, Any] = {}
+    if user is not None:
+        metadata["user_id"] = str(user)
+    if root is not None:
+        metadata["otel.span_name"] = root["name"]
+    scopes = sorted({s["scope"] for s in spans if s["scope"]})
+    if scopes:
+        metadata["otel.scopes"] = scopes
+
+    first_messages = llm_payloads[0]["messages"] if llm_payloads else []
+    last_response = llm_payloads[-1]["response"] if llm_payloads else None
+    root_is_call = root is not None and root["kind"] == "llm_call"
+    task_input = None if root is None or root_is_call else parse_json(root["attributes"].get("input.value"))
+    if task_input is None:
+        task_input = _first_user_text(first_messages)
+    task_output = None if root is None or root_is_call else parse_json(root["attributes"].get("output.value"))
+    if task_output is None:
+        task_output = assistant_text(last_response)
+    task: dict[str, Any] = {
+        "id": task_id,
+        "workload": str(workload)[:200],
+        "session_id": str(session)[:200],
+        "input": task_input,
+        "started_at": _time(root["start"] if root else spans[0]["start"]),
+        "metadata": metadata,
+    }
+    if agent_version is not None:
+        task["agent_version"] = str(agent_version)
+    if root is not None and root["end"]:
+        error, detail = _error(root)
+        if detail:
+            metadata["error_detail"] = str(detail)
         events.append(
             {
-                "type": "llm_call",
-                **common,
-                "model": str(
-                    attrs.get("gen_ai.request.model")
-                    or attrs.get("llm.model_name")
-                    or attrs.get("gen_ai.response.model")
-                    or span.name
-                    or "unknown"
-                ),
-                "messages": _messages(attrs),
-                "response": _response(attrs),
-                "input_tokens": attrs.get("gen_ai.usage.input_tokens", attrs.get("llm.token_count.prompt")),
-                "output_tokens": attrs.get(
-                    "gen_ai.usage.output_tokens", attrs.get("llm.token_count.completion")
-                ),
+                "type": "task_finished",
+                **task,
+                "ended_at": _time(root["end"]),
+                "output": task_output,
+                "success": error is None,
                 "error": error,
             }
         )
-    elif operation == "execute_tool" or kind == "TOOL":
-        events.append(
-            {
-                "type": "tool_call",
-                **common,
-                "name": str(attrs.get("gen_ai.tool.name") or attrs.get("tool.name") or span.name),
-                "arguments": _json_or_text(attrs.get("gen_ai.tool.call.arguments", attrs.get("input.value"))),
-                "output": _json_or_text(attrs.get("gen_ai.tool.call.result", attrs.get("output.value"))),
-                "error": error,
-            }
-        )
-    elif kind == "RETRIEVER":
-        documents = [
-            {
-                "id": None if d.get("document.id") is None else str(d["document.id"]),
-                "content": str(d.get("document.content", "")),
-                "score": d.get("document.score"),
-            }
-            for d in _indexed(attrs, "retrieval.documents.")
-        ]
-        events.append(
-            {
-                "type": "retrieval",
-                **common,
-                "query": str(attrs.get("input.value", "")),
-                "documents": documents,
-            }
-        )
-    elif span.parent_span_id and not root_in_export:
-        # A span that is neither a task nor a step of ours: drop its task stub too.
-        events.pop()
+    else:
+        events.append({"type": "task_started", **task})
+    return events + steps
+
+
+def single_span_events(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events one span would make alone: what ingestion validates before it
+    keeps the span (a span that cannot make a valid step is refused)."""
+    return assemble_trace(record["task_id"], [record])

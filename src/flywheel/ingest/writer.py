@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import Future
 
 from flywheel.store import RowBatch, Store, WriteResult
+from flywheel.store.store import TraceAssembler
 
 __all__ = ["BulkWriter"]
 
@@ -23,8 +24,11 @@ _STOP = object()
 
 
 class BulkWriter:
-    def __init__(self, store: Store, *, max_rows: int = 20_000) -> None:
+    def __init__(
+        self, store: Store, *, max_rows: int = 20_000, assemble: TraceAssembler | None = None
+    ) -> None:
         self.store = store
+        self.assemble = assemble
         self.max_rows = max_rows
         self._queue: queue.Queue[object] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="flywheel-writer", daemon=True)
@@ -67,7 +71,7 @@ class BulkWriter:
 
     def _write(self, group: list[tuple[RowBatch, Future[WriteResult]]]) -> None:
         try:
-            results = self.store.write_batches([batch for batch, _ in group])
+            results = self.store.write_batches([batch for batch, _ in group], assemble=self.assemble)
         except Exception as exc:
             if len(group) == 1:
                 log.exception("writing a batch of %d rows failed", len(group[0][0]))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from flywheel.errors import InvalidInput, PayloadTooLarge, StoreUnavailable
 from flywheel.ingest import Ingestor, PreparedBatch
-from flywheel.ingest.otlp import decode_otlp, encode_response, spans_to_events
+from flywheel.ingest.otlp import encode_logs_response, encode_response
 from flywheel.server.auth import require
 from flywheel.server.schemas import EventBatch, IngestResponse
 from flywheel.store import ApiKey, WriteResult
@@ -89,33 +89,60 @@ async def post_events(request: Request, key: IngestKey) -> Response:
 EventBatch.model_rebuild()
 
 
-@router.post(
-    "/v1/traces",
-    summary="Ingest OpenTelemetry traces (OTLP/HTTP, protobuf or JSON)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
-                "application/json": {"schema": {"type": "object"}},
-            },
-        }
-    },
-    response_class=Response,
-)
-async def post_traces(request: Request, key: IngestKey) -> Response:
-    """OTLP/HTTP trace export. GenAI semantic conventions and OpenInference
-    attributes become tasks and steps; the answer is an ``ExportTraceServiceResponse``
-    whose ``partial_success`` counts the spans that were rejected."""
+_OTLP_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+async def _otlp(request: Request, signal: str) -> Response:
+    """One OTLP/HTTP export: decoded, checked record by record, committed with
+    the assembly of every trace it touches; bad records are counted in
+    ``partial_success``, the rest kept."""
     state = request.app.state
     content_type = request.headers.get("content-type", "application/x-protobuf").lower()
     body = await read_body(request, state.settings.max_body_bytes)
-    export = spans_to_events(decode_otlp(body, content_type))
-    prepared = state.ingestor.prepare(export.events)
-    written = await commit(state.ingestor, prepared)
+    ingestor = state.ingestor
+    prepare = ingestor.prepare_traces if signal == "traces" else ingestor.prepare_logs
+    prepared, otlp = prepare(body, content_type)
+    written = await commit(ingestor, prepared)
     result = Ingestor.result(prepared, written)
     state.metrics.record_ingest("otlp", result)
-    bad_spans = {export.span_of_event[e.index] for e in prepared.rejected}
-    message = "; ".join(f"{e.field}: {e.message}" for e in prepared.rejected[:5])
+    message = "; ".join(f"{signal[:-1]} {e.index}: {e.field}: {e.message}" for e in prepared.rejected[:5])
     media = "application/json" if "json" in content_type else "application/x-protobuf"
-    return Response(encode_response(len(bad_spans), message, content_type), 200, media_type=media)
+    encode = encode_response if signal == "traces" else encode_logs_response
+    return Response(encode(len(prepared.rejected), message, content_type), 200, media_type=media)
+
+
+@router.post(
+    "/v1/traces",
+    summary="Ingest OpenTelemetry traces (OTLP/HTTP, protobuf or JSON)",
+    openapi_extra=_OTLP_BODY,
+    response_class=Response,
+)
+async def post_traces(request: Request, key: IngestKey) -> Response:
+    """OTLP/HTTP trace export. GenAI semantic conventions, OpenInference and
+    OpenLLMetry attributes become tasks and steps, a trace read whole; the answer
+    is an ``ExportTraceServiceResponse`` whose ``partial_success`` counts the
+    spans that were rejected. A 200 means the spans are committed."""
+    return await _otlp(request, "traces")
+
+
+@router.post(
+    "/v1/logs",
+    summary="Ingest OpenTelemetry logs (OTLP/HTTP, protobuf or JSON): GenAI events",
+    openapi_extra=_OTLP_BODY,
+    response_class=Response,
+)
+async def post_logs(request: Request, key: IngestKey) -> Response:
+    """OTLP/HTTP logs export. GenAI events (``gen_ai.user.message``,
+    ``gen_ai.choice``, ``gen_ai.client.inference.operation.details``...) carry
+    the content of a model call; each is joined to its span by trace and span
+    id, whichever arrives first. Log records outside a trace are ignored. The
+    answer is an ``ExportLogsServiceResponse``; a 200 means they are committed."""
+    return await _otlp(request, "logs")

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, Boolean, DateTime, Table
 
-__all__ = ["BulkStatement", "finish_task_statement", "insert_statement"]
+__all__ = ["BulkStatement", "finish_task_statement", "insert_statement", "replace_statement"]
 
 Encoder = Callable[[Any], Any]
 
@@ -122,5 +122,19 @@ def finish_task_statement(table: Table, dialect: str) -> BulkStatement:
         f"redactions = CASE WHEN excluded.input IS NULL THEN {t}.redactions + excluded.redactions "
         "ELSE excluded.redactions END "
         f"WHERE {t}.ended_at IS NULL"
+    )
+    return BulkStatement(sql, names, encoders)
+
+
+def replace_statement(table: Table, dialect: str) -> BulkStatement:
+    """Upsert that replaces every column but the id and the first ingestion time:
+    for rows that are a function of other stored rows (a trace's task and steps,
+    assembled from its OpenTelemetry records)."""
+    names, encoders, marks = _columns(table, dialect)
+    kept = {"id", "ingested_at"}
+    assignments = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in kept)
+    sql = (
+        f'INSERT INTO "{table.name}" ({_quoted(names)}) VALUES ({", ".join(marks)}) '
+        f'ON CONFLICT ("id") DO UPDATE SET {assignments}'
     )
     return BulkStatement(sql, names, encoders)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +22,7 @@ from flywheel.config import Settings
 from flywheel.errors import InvalidInput, NotFound, StoreUnavailable
 from flywheel.records import AuditEvent, Step, Task, new_id, utcnow
 from flywheel.store import tables as t
-from flywheel.store.bulk import finish_task_statement, insert_statement
+from flywheel.store.bulk import finish_task_statement, insert_statement, replace_statement
 from flywheel.store.curation import CurationQueries
 from flywheel.store.engine import WRITE_OPTION, create_store_engine, upgrade_schema
 
@@ -41,6 +41,8 @@ class RowBatch:
     feedback: list[dict[str, Any]] = field(default_factory=list)
     corrections: list[dict[str, Any]] = field(default_factory=list)
     annotations: list[dict[str, Any]] = field(default_factory=list)
+    #: OpenTelemetry spans and log records; their traces are assembled on write
+    otel_records: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return sum(len(rows) for _, rows in self.parts())
@@ -52,6 +54,7 @@ class RowBatch:
         yield "feedback", self.feedback
         yield "corrections", self.corrections
         yield "annotations", self.annotations
+        yield "otel_records", self.otel_records
 
 
 @dataclass
@@ -76,7 +79,11 @@ _INSERT_TABLES: dict[str, Table] = {
     "feedback": t.feedback,
     "corrections": t.corrections,
     "annotations": t.annotations,
+    "otel_records": t.otel_records,
 }
+
+#: Builds the rows of a trace's task and steps from all of its OpenTelemetry records.
+TraceAssembler = Callable[[str, list[dict[str, Any]]], RowBatch]
 
 
 def hash_key(key: str) -> str:
@@ -94,6 +101,8 @@ class Store(CurationQueries):
             (part, insert_statement(table, self.dialect)) for part, table in _INSERT_TABLES.items()
         ]
         self._statements.insert(1, ("tasks_finished", finish_task_statement(t.tasks, self.dialect)))
+        self._replace_task = replace_statement(t.tasks, self.dialect)
+        self._replace_step = replace_statement(t.steps, self.dialect)
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, url: str | None = None) -> Store:
@@ -133,11 +142,16 @@ class Store(CurationQueries):
 
     # ------------------------------------------------------------- writes
 
-    def write_batches(self, batches: Sequence[RowBatch]) -> list[WriteResult]:
+    def write_batches(
+        self, batches: Sequence[RowBatch], *, assemble: TraceAssembler | None = None
+    ) -> list[WriteResult]:
         """Insert several batches in one transaction; one result per batch.
 
         When this returns, every row is committed. An id seen twice (in the
         store already, or earlier in these batches) counts as a duplicate.
+        With ``assemble``, the task and steps of every trace that received
+        OpenTelemetry records are rebuilt from all of the trace's records, in
+        the same transaction.
         """
         results = [WriteResult() for _ in batches]
         with self._writing() as conn:
@@ -151,12 +165,50 @@ class Store(CurationQueries):
                             stored = max(cursor.rowcount, 0)
                             result.stored += stored
                             result.duplicates += len(rows) - stored
+                traces = sorted({r["task_id"] for batch in batches for r in batch.otel_records})
+                if traces and assemble is not None:
+                    self._assemble_traces(conn, cursor, traces, assemble)
             finally:
                 cursor.close()
         return results
 
-    def write_batch(self, batch: RowBatch) -> WriteResult:
-        return self.write_batches([batch])[0]
+    def write_batch(self, batch: RowBatch, *, assemble: TraceAssembler | None = None) -> WriteResult:
+        return self.write_batches([batch], assemble=assemble)[0]
+
+    def _assemble_traces(
+        self, conn: Connection, cursor: Any, traces: list[str], assemble: TraceAssembler
+    ) -> None:
+        """Rebuild the task and steps of ``traces`` from their stored records."""
+        if self.dialect == "postgresql":
+            # Two writers assembling one trace: the second waits, then reads what the
+            # first committed (each statement sees the latest commits). Sorted: no deadlock.
+            for task_id in traces:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (task_id,))
+        r = t.otel_records.c
+        records: dict[str, list[dict[str, Any]]] = {task_id: [] for task_id in traces}
+        for start in range(0, len(traces), 500):
+            rows = conn.execute(
+                select(r.task_id, r.kind, r.data, r.redactions)
+                .where(r.task_id.in_(traces[start : start + 500]))
+                .order_by(r.task_id, r.id)
+            ).mappings()
+            for row in rows:
+                records[row["task_id"]].append(dict(row))
+        for task_id in traces:
+            assembled = assemble(task_id, records[task_id])
+            tasks = assembled.tasks_started + assembled.tasks_finished
+            if tasks:
+                cursor.executemany(self._replace_task.sql, self._replace_task.params(tasks))
+            if assembled.steps:
+                cursor.executemany(self._replace_step.sql, self._replace_step.params(assembled.steps))
+            # A span once read as a step may not be one any more (a model call found
+            # to wrap another): the trace's steps are exactly the assembled ones.
+            keep = [s["id"] for s in assembled.steps]
+            conn.execute(
+                t.steps.delete().where(t.steps.c.task_id == task_id, t.steps.c.id.not_in(keep))
+                if keep
+                else t.steps.delete().where(t.steps.c.task_id == task_id)
+            )
 
     # -------------------------------------------------------------- tasks
 

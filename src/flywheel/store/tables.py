@@ -79,6 +79,21 @@ steps = Table(
     Index(None, "kind", "name"),
 )
 
+otel_records = Table(
+    # OpenTelemetry spans and log records as they came (redacted), kept so that a
+    # trace's task is assembled from all of its records whatever order they arrive in.
+    "otel_records",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("task_id", ID, nullable=False),
+    Column("kind", String(10), nullable=False),  # span, log
+    Column("span_id", String(16), nullable=False),
+    Column("data", Json, nullable=False),
+    Column("redactions", Integer, nullable=False, default=0),
+    Column("ingested_at", Time, nullable=False),
+    Index(None, "task_id"),
+)
+
 feedback = Table(
     "feedback",
     metadata,
