@@ -76,6 +76,13 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Extra redaction rules as {"name": "regex"}; matches become [REDACTED:name].',
     )
+    prices: Path | None = Field(
+        None,
+        description="A JSON or YAML file of model prices in USD per 1M tokens, "
+        '{"model-prefix": {"input": 0.15, "output": 0.6}} or {"model-prefix": [0.15, 0.6]}; '
+        "its entries override and extend the built-in list prices with which ingestion "
+        "computes the cost of each llm_call that reports tokens but no cost.",
+    )
     sdk_queue_size: int = Field(
         100_000, ge=10, description="Events the SDK holds in memory before spilling to the spool."
     )

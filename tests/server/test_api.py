@@ -19,7 +19,14 @@ def test_events_are_committed_before_the_200(client, store, keys):
         "/v1/events", content=orjson.dumps({"events": events}), headers=auth(keys["ingest"])
     )
     assert response.status_code == 200
-    assert response.json() == {"received": 4, "accepted": 4, "stored": 4, "duplicates": 0, "rejected": []}
+    assert response.json() == {
+        "received": 4,
+        "accepted": 4,
+        "stored": 4,
+        "duplicates": 0,
+        "rejected": [],
+        "unpriced_calls": 0,
+    }
     assert len(store.get_task(events[0]["id"]).steps) == 2
 
 

@@ -181,6 +181,11 @@ def import_(
         f"{report.lines} lines, {report.tasks} tasks: {report.stored} events stored, "
         f"{report.duplicates} already there, {len(report.errors)} lines with errors"
     )
+    if report.unpriced_calls:
+        out.print(
+            f"{report.unpriced_calls} model calls have no cost: their model has no price "
+            "(add it to the file named by FLYWHEEL_PRICES)"
+        )
     for error in report.errors[:20]:
         out.print(f"  line {error['line']}: {escape(error['field'])}: {escape(error['message'])}")
     if len(report.errors) > 20:

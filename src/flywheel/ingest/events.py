@@ -18,12 +18,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from flywheel.errors import InvalidInput, PayloadTooLarge
 from flywheel.ingest.redact import FieldTooLong, Redactor
+from flywheel.models.pricing import PriceTable
 from flywheel.records import (
     STEP_EVENT_TYPES,
     AnnotationEvent,
     CorrectionEvent,
     Event,
     FeedbackEvent,
+    LLMCallEvent,
     TaskFinishedEvent,
     TaskStartedEvent,
     event_adapter,
@@ -59,6 +61,8 @@ class PreparedBatch:
     rows: RowBatch
     received: int
     rejected: list[EventError] = field(default_factory=list)
+    #: llm_calls with tokens but no cost whose model has no price, by model
+    unpriced: dict[str, int] = field(default_factory=dict)
 
 
 def parse_body(body: bytes, *, max_events: int) -> list[Any]:
@@ -79,7 +83,9 @@ def parse_body(body: bytes, *, max_events: int) -> list[Any]:
     return data
 
 
-def prepare_body(body: bytes, redactor: Redactor, *, max_events: int) -> PreparedBatch:
+def prepare_body(
+    body: bytes, redactor: Redactor, *, max_events: int, prices: PriceTable | None = None
+) -> PreparedBatch:
     """Validate, redact and turn a request body into rows.
 
     The fast path validates the JSON bytes directly and, when the serialised
@@ -92,23 +98,28 @@ def prepare_body(body: bytes, redactor: Redactor, *, max_events: int) -> Prepare
         else:
             events = _envelope_adapter.validate_json(body)["events"]
     except (ValidationError, ValueError):
-        return prepare_events(parse_body(body, max_events=max_events), redactor)
+        return prepare_events(parse_body(body, max_events=max_events), redactor, prices)
     if len(events) > max_events:
         raise PayloadTooLarge(
             f"the batch has {len(events)} events; the limit is {max_events}",
             hint="split it into smaller batches",
         )
     if redactor.needs_walk(body):
-        return prepare_events(parse_body(body, max_events=max_events), redactor)
+        return prepare_events(parse_body(body, max_events=max_events), redactor, prices)
     prepared = PreparedBatch(rows=RowBatch(), received=len(events))
     now = utcnow()
     for event in events:
-        _add_rows(prepared.rows, event, _as_is, now)
+        _add_rows(prepared.rows, event, _as_is, now, prices, prepared.unpriced)
     return prepared
 
 
-def prepare_events(items: list[Any], redactor: Redactor) -> PreparedBatch:
-    """Validate, redact and turn events into rows; bad events become errors."""
+def prepare_events(items: list[Any], redactor: Redactor, prices: PriceTable | None = None) -> PreparedBatch:
+    """Validate, redact and turn events into rows; bad events become errors.
+
+    With ``prices``, an ``llm_call`` that reports its tokens but no cost is
+    priced; one whose model has no price keeps no cost and is counted in
+    ``unpriced``.
+    """
     prepared = PreparedBatch(rows=RowBatch(), received=len(items))
     try:
         events = list(enumerate(events_adapter.validate_python(items)))
@@ -123,7 +134,8 @@ def prepare_events(items: list[Any], redactor: Redactor) -> PreparedBatch:
     for index, event in events:
         walk = redactor.needs_walk(orjson.dumps(items[index], option=orjson.OPT_NON_STR_KEYS))
         try:
-            _add_rows(prepared.rows, event, redactor.value if walk else _as_is, now)
+            clean = redactor.value if walk else _as_is
+            _add_rows(prepared.rows, event, clean, now, prices, prepared.unpriced)
         except FieldTooLong as exc:
             prepared.rejected.append(EventError(index, event.id, exc.path.lstrip("."), str(exc).lstrip(".")))
     return prepared
@@ -143,6 +155,16 @@ def _validation_error(index: int, item: Any, exc: ValidationError) -> EventError
     return EventError(index, item_id if isinstance(item_id, str) else None, loc, message)
 
 
+def _priced(event: LLMCallEvent, prices: PriceTable, unpriced: dict[str, int] | None) -> float | None:
+    """The cost of a call from its tokens; None (and counted) when its model has no price."""
+    if event.input_tokens is None or event.output_tokens is None:
+        return None
+    cost = prices.cost(event.model, event.input_tokens, event.output_tokens)
+    if cost is None and unpriced is not None:
+        unpriced[event.model] = unpriced.get(event.model, 0) + 1
+    return cost
+
+
 def _ms(start: datetime, end: datetime | None) -> float | None:
     return (end - start).total_seconds() * 1000 if end is not None else None
 
@@ -150,13 +172,22 @@ def _ms(start: datetime, end: datetime | None) -> float | None:
 Clean = Callable[[Any, str], tuple[Any, int]]
 
 
-def _add_rows(rows: RowBatch, event: Any, clean: Clean, now: datetime) -> None:
+def _add_rows(
+    rows: RowBatch,
+    event: Any,
+    clean: Clean,
+    now: datetime,
+    prices: PriceTable | None = None,
+    unpriced: dict[str, int] | None = None,
+) -> None:
     """Append the rows of one event; ``clean`` redacts (or passes through) its content."""
     kind = event.type
     if kind in STEP_EVENT_TYPES:
         data = event.model_dump(mode="json", exclude=_STEP_COMMON)
         data, n = clean(data, "")
         error, n_err = clean(event.error, "error") if event.error else (None, 0)
+        if prices is not None and isinstance(event, LLMCallEvent) and event.cost is None:
+            data["cost"] = _priced(event, prices, unpriced)
         name = data.get("model") or data.get("name")
         rows.steps.append(
             {

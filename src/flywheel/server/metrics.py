@@ -1,6 +1,7 @@
 """Prometheus metrics of the server, safe with several worker processes.
 
-Counters of what a process did (events ingested, rejected; review actions)
+Counters of what a process did (events ingested, rejected; model calls left
+unpriced; review actions)
 and its writer's queue live in ``prometheus_client``; when the server runs
 several workers, ``flywheel serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a
 fresh folder so every worker writes its own file and a scrape of any worker
@@ -29,6 +30,8 @@ from flywheel.store import tables as t
 __all__ = ["ServerMetrics", "StoreCollector"]
 
 LIVE_WINDOW = timedelta(hours=1)
+#: Distinct model labels of the unpriced-calls counter per process; later models count as "other".
+UNPRICED_MODEL_LABELS = 50
 
 
 def _multiprocess() -> bool:
@@ -55,6 +58,14 @@ class ServerMetrics:
             ["action"],
             registry=self.registry,
         )
+        self.unpriced = Counter(
+            "flywheel_unpriced_llm_calls",
+            "Model calls ingested with tokens but no cost whose model has no price, by model "
+            f"(the first {UNPRICED_MODEL_LABELS} models a process sees; the rest as 'other')",
+            ["model"],
+            registry=self.registry,
+        )
+        self._unpriced_models: set[str] = set()
         self.pending = Gauge(
             "flywheel_writer_pending_rows",
             "Rows waiting for the group commit",
@@ -66,6 +77,16 @@ class ServerMetrics:
         self.events.labels(route, "stored").inc(result.stored)
         self.events.labels(route, "duplicate").inc(result.duplicates)
         self.events.labels(route, "rejected").inc(len(result.rejected))
+        for model, n in result.unpriced.items():
+            self.unpriced.labels(self._model_label(model)).inc(n)
+
+    def _model_label(self, model: str) -> str:
+        """The model as a label, bounded: names come from traffic, so their number is not ours."""
+        if model not in self._unpriced_models:
+            if len(self._unpriced_models) >= UNPRICED_MODEL_LABELS:
+                return "other"
+            self._unpriced_models.add(model)
+        return model
 
     def exposition(self) -> bytes:
         if _multiprocess():

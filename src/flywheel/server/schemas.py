@@ -35,6 +35,10 @@ class IngestResponse(BaseModel):
     stored: int = Field(description="new events committed by this request")
     duplicates: int = Field(description="events already stored (a retried batch)")
     rejected: list[RejectedEvent]
+    unpriced_calls: int = Field(
+        description="llm_calls that reported tokens but no cost and whose model has no price "
+        "(built-in or FLYWHEEL_PRICES): stored with a null cost, not guessed"
+    )
 
 
 class TaskList(BaseModel):
