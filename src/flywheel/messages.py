@@ -209,7 +209,7 @@ def normalize_message(message: Any, role: str | None = None) -> list[dict[str, A
     kind = message.get("role") or role
     if kind is None and message.get("type") in _ROLES:  # LangChain's dict form
         kind = message["type"]
-    kind = _ROLES.get(str(kind).lower(), "user") if kind else "user"
+    kind = _ROLES.get(str(kind).lower(), role or "user") if kind else "user"
 
     extras: dict[str, Any] = {}
     calls: list[dict[str, Any]] = []
@@ -308,6 +308,8 @@ def _tool_content(value: Any) -> str:
     value = parse_json(value) if isinstance(value, str) else value
     if isinstance(value, dict) and value.get("lc") and isinstance(value.get("kwargs"), dict):
         value = value["kwargs"].get("content")
+    elif isinstance(value, dict) and value.get("type") == "tool" and isinstance(value.get("data"), dict):
+        value = value["data"].get("content")
     elif isinstance(value, dict) and value.get("type") == "tool" and "content" in value:
         value = value["content"]
     if isinstance(value, list) and all(isinstance(p, dict) and "text" in p for p in value):
@@ -426,6 +428,8 @@ def normalize_completion(
                     choices.append(
                         _choice(item.get("index", i) if isinstance(item, dict) else i, message, finish)
                     )
+    # An answer with neither text nor a tool call (a failed call's empty generation) is no answer.
+    choices = [c for c in choices if c["message"].get("content") or c["message"].get("tool_calls")]
     if not choices:
         return None
     body["choices"] = choices
@@ -436,7 +440,12 @@ def normalize_completion(
     return body
 
 
+_FINISH_REASONS = {"tool_call": "tool_calls", "function_call": "tool_calls", "max_tokens": "length"}
+
+
 def _choice(index: Any, message: dict[str, Any], finish_reason: Any) -> dict[str, Any]:
+    if isinstance(finish_reason, str):
+        finish_reason = _FINISH_REASONS.get(finish_reason, finish_reason)
     return {
         "index": index if isinstance(index, int) else 0,
         "message": message,

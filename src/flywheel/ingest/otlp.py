@@ -297,6 +297,7 @@ def log_records(request: ExportLogsServiceRequest) -> OtlpRecords:
                 data = {
                     "span_id": record.span_id.hex(),
                     "time": record.time_unix_nano or record.observed_time_unix_nano,
+                    "index": index,  # the order of the messages when times tie
                     "event_name": str(name),
                     "attributes": attrs,
                     "body": _any_value(record.body) if record.HasField("body") else None,
@@ -343,6 +344,22 @@ def _tokens(attrs: dict[str, Any], *keys: str) -> int | None:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return value if isinstance(value, int) and 0 <= value < 2**63 else None
+
+
+def _entity(attrs: dict[str, Any], *keys: str) -> Any:
+    """An input or output attribute's value: ``traceloop.entity.*`` hold JSON always
+    (a JSON string too), the others JSON when they look like it."""
+    for key in keys:
+        value = attrs.get(key)
+        if value is None or value == "":
+            continue
+        if key.startswith("traceloop.") and isinstance(value, str):
+            try:
+                return orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return value
+        return parse_json(value)
+    return None
 
 
 def _prefixed(attrs: dict[str, Any], prefix: str) -> Any:
@@ -401,12 +418,12 @@ def _events_of(span: dict[str, Any], logs: list[dict[str, Any]]) -> list[tuple[s
     """The span's GenAI events (log records, then span events), oldest first:
     ``(name, attributes, body)``."""
     found = [
-        (log["time"] or 0, i, log["event_name"], log["attributes"], log["body"])
-        for i, log in enumerate(logs)
+        (log["time"] or 0, log.get("index", 0), log["event_name"], log["attributes"], log["body"])
+        for log in logs
         if log["span_id"] == span["span_id"]
     ]
     found += [
-        (event["time"] or 0, len(logs) + i, event["name"], event["attributes"], None)
+        (event["time"] or 0, i, event["name"], event["attributes"], None)
         for i, event in enumerate(span["events"])
     ]
     found.sort(key=lambda item: (item[0], item[1]))
@@ -513,6 +530,11 @@ def _llm_payload(span: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, 
     elif attrs.get("output.value") is not None:
         completion = normalize_completion(attrs["output.value"])
     if completion is not None:
+        reasons = attrs.get("gen_ai.response.finish_reasons") or attrs.get("llm.finish_reason")
+        reasons = reasons if isinstance(reasons, list) else [reasons]
+        for choice, reason in zip(completion["choices"], reasons, strict=False):
+            if choice["finish_reason"] is None and isinstance(reason, str):
+                choice["finish_reason"] = {"tool_call": "tool_calls"}.get(reason, reason)
         if response_model and "model" not in completion:
             completion["model"] = str(response_model)
         if usage and "usage" not in completion:
@@ -535,33 +557,55 @@ def _tool_payload(span: dict[str, Any]) -> dict[str, Any]:
     name = str(name)
     if name.startswith("execute_tool "):
         name = name[len("execute_tool ") :]
-    arguments = parse_json(
-        _first(
-            attrs, "gen_ai.tool.call.arguments", "tool.parameters", "input.value", "traceloop.entity.input"
-        )
-    )
-    if (
-        isinstance(arguments, dict)
-        and set(arguments) <= {"inputs", "args", "kwargs", "tags", "metadata"}
-        and (isinstance(arguments.get("inputs"), dict))
-    ):
-        arguments = arguments["inputs"]  # OpenLLMetry wraps a tool's input
-    output = parse_json(_first(attrs, "gen_ai.tool.call.result", "output.value", "traceloop.entity.output"))
-    output = _tool_output(output)
-    return {"name": name[:200], "arguments": arguments, "output": output}
+    # (OpenInference's tool.parameters is the tool's schema, not the arguments)
+    raw_arguments = _entity(attrs, "gen_ai.tool.call.arguments", "input.value", "traceloop.entity.input")
+    arguments, call_id = _unwrapped_input(raw_arguments)
+    output = _entity(attrs, "gen_ai.tool.call.result", "output.value", "traceloop.entity.output")
+    output, output_call_id = _tool_output(output)
+    call_id = _first(attrs, "gen_ai.tool.call.id") or call_id or output_call_id
+    return {"name": name[:200], "arguments": arguments, "output": output, "_call_id": call_id}
 
 
-def _tool_output(value: Any) -> Any:
+def _unwrapped_input(value: Any) -> tuple[Any, str | None]:
+    """A tool's or an agent's input without its framework's wrapper: OpenLLMetry's
+    ``{"args": [...], "kwargs": {...}}`` and LangChain's ``{"inputs": ..., "kwargs":
+    {"tool_call_id"}}``; and the tool call id a wrapper holds."""
+    if not isinstance(value, dict):
+        return value, None
+    kwargs = value.get("kwargs") if isinstance(value.get("kwargs"), dict) else {}
+    call_id = kwargs.get("tool_call_id")
+    call_id = str(call_id) if call_id else None
+    if "inputs" in value and set(value) <= {"inputs", "input_str", "kwargs", "tags", "metadata"}:
+        return value["inputs"], call_id
+    if set(value) == {"args", "kwargs"} and isinstance(value["args"], list):
+        args, rest = value["args"], {k: v for k, v in kwargs.items() if k != "tool_call_id"}
+        if rest and not args:
+            return rest, call_id
+        if len(args) == 1 and not rest:
+            return args[0], call_id
+        return value, call_id
+    return value, None
+
+
+def _tool_output(value: Any) -> tuple[Any, str | None]:
     """A tool's result as its content: a serialised LangChain ToolMessage gives its
-    ``content``, OpenLLMetry's ``{"output": ...}`` wrapper its output."""
+    ``content`` (and the call id), OpenLLMetry's ``{"output": ...}`` its output."""
     if isinstance(value, dict):
+        message = None
         if value.get("lc") and isinstance(value.get("kwargs"), dict):
-            return parse_json(value["kwargs"].get("content"))
-        if value.get("type") == "tool" and "content" in value and "tool_call_id" in value:
-            return parse_json(value["content"])
-        if set(value) == {"output"} or set(value) <= {"output", "kwargs"} and "output" in value:
+            message = value["kwargs"]
+        elif value.get("type") == "tool" and isinstance(value.get("data"), dict):
+            message = value["data"]
+        elif value.get("type") == "tool" and "content" in value:
+            message = value
+        if message is not None:
+            call_id = message.get("tool_call_id")
+            return parse_json(message.get("content")), str(call_id) if call_id else None
+        if "output" in value and set(value) <= {"output", "kwargs"}:
             return _tool_output(parse_json(value["output"]))
-    return value
+        if "outputs" in value and set(value) <= {"outputs", "kwargs"}:
+            return _tool_output(parse_json(value["outputs"]))
+    return value, None
 
 
 def _retrieval_payload(span: dict[str, Any]) -> dict[str, Any]:
@@ -678,6 +722,24 @@ def assemble_trace(task_id: str, records: list[dict[str, Any]]) -> list[dict[str
             step["error_detail"] = str(detail)
         steps.append(step)
 
+    # A tool span that does not carry the arguments the model gave (LangChain's
+    # single-argument input), or its call id, gets them from the model's call.
+    calls: dict[str, dict[str, Any]] = {}
+    for payload in llm_payloads:
+        for choice in (payload["response"] or {}).get("choices") or []:
+            for call in choice["message"].get("tool_calls") or []:
+                if call.get("id"):
+                    calls[call["id"]] = call["function"]
+    for step in steps:
+        call_id = step.pop("_call_id", None)
+        if step["type"] != "tool_call":
+            continue
+        function = calls.get(str(call_id)) if call_id else None
+        if function is not None and not isinstance(step["arguments"], dict):
+            parsed = parse_json(function["arguments"])
+            if isinstance(parsed, dict):
+                step["arguments"] = parsed
+
     metadata: dict[str, Any] = {}
     if user is not None:
         metadata["user_id"] = str(user)
@@ -690,10 +752,16 @@ def assemble_trace(task_id: str, records: list[dict[str, Any]]) -> list[dict[str
     first_messages = llm_payloads[0]["messages"] if llm_payloads else []
     last_response = llm_payloads[-1]["response"] if llm_payloads else None
     root_is_call = root is not None and root["kind"] == "llm_call"
-    task_input = None if root is None or root_is_call else parse_json(root["attributes"].get("input.value"))
+    task_input = task_output = None
+    if root is not None and not root_is_call:
+        task_input = _unwrapped_input(
+            _entity(root["attributes"], "input.value", "traceloop.entity.input", "gen_ai.task.input")
+        )[0]
+        task_output = _tool_output(
+            _entity(root["attributes"], "output.value", "traceloop.entity.output", "gen_ai.task.output")
+        )[0]
     if task_input is None:
         task_input = _first_user_text(first_messages)
-    task_output = None if root is None or root_is_call else parse_json(root["attributes"].get("output.value"))
     if task_output is None:
         task_output = assistant_text(last_response)
     task: dict[str, Any] = {
