@@ -166,7 +166,7 @@ def test_curation_builds_a_versioned_dataset_with_provenance(fw, store):
         "tool_calls": [{"name": "book_table", "arguments": {"people": 4}}]
     }
     assert corrected["rejected"] == {"tool_calls": [{"name": "book_table", "arguments": {"people": 5}}]}
-    assert all(m["role"] != "system" for r in rows for m in r["messages"])
+    assert all(r["messages"][0] == {"role": "system", "content": "sys"} for r in rows)  # part of the input
     assert all(set(r["quality"]) == {"accuracy", "completeness", "relevance", "timeliness"} for r in rows)
     assert all("method" in q for r in rows for q in r["quality"].values())
     queue = store.review_queue("shop")

@@ -28,6 +28,7 @@ __all__ = [
     "clusters_of",
     "dominant",
     "dedup_text",
+    "input_messages",
     "lsh_components",
     "minhash_signatures",
     "normalized_question",
@@ -77,6 +78,8 @@ def _calls_of(response: Any) -> list[dict[str, Any]] | None:
                 response = response["choices"][0]["message"]
             except (KeyError, IndexError, TypeError):
                 return None
+            if not isinstance(response, dict):
+                return None
         calls = []
         for call in response.get("tool_calls") or []:
             function = call.get("function") or call
@@ -87,17 +90,29 @@ def _calls_of(response: Any) -> list[dict[str, Any]] | None:
                 except orjson.JSONDecodeError:
                     arguments = {"__raw__": arguments}
             calls.append({"name": function.get("name"), "arguments": arguments or {}})
-        if calls or "tool_calls" in response:
-            return calls
+        if calls or ("tool_calls" in response and not response.get("content")):
+            return calls  # an empty list with no text: the answer "no call"
     return None
+
+
+def _text_of(content: Any) -> Any:
+    """A list of content parts as its text (the parts' texts, joined); anything else as it is."""
+    if isinstance(content, list):
+        texts = [p.get("text", p.get("content")) if isinstance(p, dict) else p for p in content]
+        return "".join(t for t in texts if isinstance(t, str))
+    return content
 
 
 def _target(value: Any) -> dict[str, Any] | None:
     calls = _calls_of(value)
     if calls is not None:
         return {"tool_calls": calls}
+    if isinstance(value, dict) and isinstance(value.get("choices"), list) and value["choices"]:
+        choice = value["choices"][0]  # a whole chat completion with a text answer
+        value = choice.get("message") if isinstance(choice, dict) else None
     if isinstance(value, dict) and "content" in value:
-        return {"content": value.get("content")} if value.get("content") else None
+        content = _text_of(value.get("content"))
+        return {"content": content} if content else None
     if isinstance(value, str) and value.strip():
         return {"content": value}
     return None
@@ -136,13 +151,30 @@ def _last_call(task: Task | CurationTask) -> dict[str, Any] | None:
     return calls[-1].data if calls else None
 
 
-def build_example(task: Task | CurationTask, action: str, rule: str) -> Example | None:
-    """The example a task gives: the messages its model saw, the tools offered, and
-    the target (a human's correction, else the agent's own answer)."""
+_SYSTEM_ROLES = ("system", "developer")
+
+
+def input_messages(call: dict[str, Any], *, drop_system: bool = False) -> list[dict[str, Any]]:
+    """The messages a model call saw, system prompts included (they are part of the
+    input) unless ``drop_system``; none when there is no message but a system prompt."""
+    messages = [
+        m
+        for m in call.get("messages") or []
+        if isinstance(m, dict) and not (drop_system and m.get("role") in _SYSTEM_ROLES)
+    ]
+    return messages if any(m.get("role") not in _SYSTEM_ROLES for m in messages) else []
+
+
+def build_example(
+    task: Task | CurationTask, action: str, rule: str, *, drop_system: bool = False
+) -> Example | None:
+    """The example a task gives: the messages its model saw (with its system prompt
+    unless ``drop_system``), the tools offered, and the target (a human's
+    correction, else the agent's own answer)."""
     last = _last_call(task)
     if last is None:
         return None
-    messages = [m for m in last.get("messages") or [] if isinstance(m, dict) and m.get("role") != "system"]
+    messages = input_messages(last, drop_system=drop_system)
     if not messages:
         return None
     # one shared object per distinct tool list (the store's bulk loading shares them already)
@@ -187,12 +219,12 @@ def build_example(task: Task | CurationTask, action: str, rule: str) -> Example 
 _validators: dict[bytes, Any] = {}
 
 
-def preference_examples(task: Task | CurationTask, rule: str) -> list[Example]:
+def preference_examples(task: Task | CurationTask, rule: str, *, drop_system: bool = False) -> list[Example]:
     """Pairs from reviewers' pairwise-preference annotations (ties give none)."""
     data = _last_call(task)
     if data is None or not task.annotations:
         return []
-    messages = [m for m in data.get("messages") or [] if isinstance(m, dict) and m.get("role") != "system"]
+    messages = input_messages(data, drop_system=drop_system)
     out = []
     for note in task.annotations:
         body = note.get("data") or {}

@@ -263,7 +263,10 @@ class _PassOne:
             example = None
             try:
                 example = build_example(
-                    task, "train_negative" if rule.action == "train_negative" else "train_positive", rule.name
+                    task,
+                    "train_negative" if rule.action == "train_negative" else "train_positive",
+                    rule.name,
+                    drop_system=rules.drop_system_messages,
                 )
             except (KeyError, TypeError, ValueError) as exc:  # malformed logged content: count it, go on
                 out.handled["malformed"] += 1
@@ -288,7 +291,7 @@ class _PassOne:
                 continue
             candidates.append(example)
             out.usable_per_rule[rule.name] += 1
-            for pair in preference_examples(task, rule.name):
+            for pair in preference_examples(task, rule.name, drop_system=rules.drop_system_messages):
                 pair.quality = assess(pair, rules, now)
                 candidates.append(pair)
         if self.judge is not None and candidates:

@@ -18,6 +18,7 @@ every dataset it produced. Example::
     dedup: {near_threshold: 0.9}
     splits: {eval: 0.2, few_shot: 0.1, seed: 0}
     staleness: {half_life_days: 30, drop_after_days: 365}
+    drop_system_messages: false
 
 Rules are tried in order; the first whose condition holds decides a task's
 action (``train_positive``, ``train_negative``, ``review``, ``drop``). A task no
@@ -142,6 +143,10 @@ class RulesFile(BaseModel):
     dedup: Dedup = Field(default_factory=Dedup)
     splits: Splits = Field(default_factory=Splits)
     staleness: Staleness = Field(default_factory=Staleness)
+    drop_system_messages: bool = Field(
+        False,
+        description="leave system prompts out of the examples (kept by default: they are part of the input)",
+    )
     source: str = Field("", exclude=True)
 
     @property

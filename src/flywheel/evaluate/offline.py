@@ -107,6 +107,9 @@ def dataset_items(store: Store, dataset_id: str, splits: tuple[str, ...]) -> lis
         for row in store.dataset_examples(dataset_id, split):
             if row["kind"] != "sft":
                 continue
+            # The version under test brings its own system prompt (``system_for``):
+            # the one logged with the example was the serving version's.
+            row["messages"] = [m for m in row["messages"] if m.get("role") not in ("system", "developer")]
             expected = _expected(row["target"])
             if expected is None:
                 text = row["target"].get("content")
