@@ -176,6 +176,26 @@ def test_curation_builds_a_versioned_dataset_with_provenance(fw, store):
     assert dataset["rules"] == DEFAULT_RULES and dataset["summary"]["splits"]
 
 
+def test_signal_density_counts_examples_after_duplicates_are_removed(fw, store):
+    weather = [{"name": "get_weather", "arguments": {"city": "Oslo"}}]
+    for session in ("s1", "s2", "s3"):  # the same question and answer three times: one example
+        log(fw, "weather in Oslo?", weather, session=session)
+    log(fw, "book a table for two", [{"name": "book_table", "arguments": {"people": 2}}], session="s4")
+    fw.flush()
+    s = curate(store, "shop", parse_rules(DEFAULT_RULES)).summary
+    assert s["tasks_processed"] == 4 and s["actions"]["exact_duplicates"] == 2 and s["examples"] == 2
+    density = s["signal_density"]
+    assert density["examples"] == 2 and density["overall"] == 500.0
+    assert density["per_rule"] == {"quiet successes": 500.0}
+    assert "after exact and near-duplicate removal" in density["counts"]
+
+    # A later run whose tasks only repeat what the dataset holds adds no signal.
+    log(fw, "weather in Oslo?", weather, session="s5")
+    fw.flush()
+    s = curate(store, "shop", parse_rules(DEFAULT_RULES)).summary
+    assert s["tasks_processed"] == 1 and s["signal_density"]["overall"] == 0.0
+
+
 def test_splits_never_leak_sessions_or_questions(fw, store):
     # Adversarial: sessions with many tasks, the same questions asked in many sessions.
     questions = [f"weather in town {i}?" for i in range(12)]

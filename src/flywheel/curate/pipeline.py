@@ -139,6 +139,7 @@ class _Kept:
     tools: tuple[str, ...]
     question: int  # a hash of the normalised question
     weight: float
+    rule: str  # the rule that chose its task
     chunk: int  # its chunk's number; -1: carried over (its row is in the store)
     row: int  # its row within the chunk, and within the chunk's band keys
 
@@ -163,7 +164,6 @@ class _Chunk:
     task_ids: list[str] = field(default_factory=list)  # when the run is incremental
     counts: Counter[str] = field(default_factory=Counter)
     per_rule: Counter[str] = field(default_factory=Counter)
-    usable_per_rule: Counter[str] = field(default_factory=Counter)
     handled: Counter[str] = field(default_factory=Counter)
     tool_counts: Counter[str] = field(default_factory=Counter)
     reviews: list[_Review] = field(default_factory=list)
@@ -209,6 +209,7 @@ def _compact(example: Example, rules: RulesFile, chunk: int, row: int) -> _Kept:
         tuple(example.tools_used),
         _question_hash(example),
         weight(example, rules),
+        example.rule,
         chunk,
         row,
     )
@@ -290,7 +291,6 @@ class _PassOne:
                 out.counts["borderline"] += 1
                 continue
             candidates.append(example)
-            out.usable_per_rule[rule.name] += 1
             for pair in preference_examples(task, rule.name, drop_system=rules.drop_system_messages):
                 pair.quality = assess(pair, rules, now)
                 candidates.append(pair)
@@ -374,7 +374,6 @@ def _curate(
     cutoff = now
     counts: Counter[str] = Counter()
     per_rule: Counter[str] = Counter()
-    usable_per_rule: Counter[str] = Counter()
     handled: Counter[str] = Counter()  # tasks with missing pieces etc.
     tool_counts: Counter[str] = Counter()
     reviews: list[_Review] = []
@@ -384,7 +383,7 @@ def _curate(
     keys: list[Any] = []  # band keys by chunk
     rows: list[bytes] = []  # encoded rows by chunk
     tool_sets: dict[str, Any] = {}  # the tool sets they name
-    processed = accepted = offered = 0
+    processed = offered = 0
     after = previous["cutoff"] if previous and previous["rules_hash"] == rules.hash else None
     # The latency percentiles (for the slow signal: a read of every task's duration)
     # in a thread while the chunks are listed: two queries of about a second each.
@@ -422,12 +421,11 @@ def _curate(
             processed += chunk.processed
             reprocessed.update(chunk.task_ids)
             for total, part in (
-                (counts, chunk.counts), (per_rule, chunk.per_rule), (usable_per_rule, chunk.usable_per_rule),
-                (handled, chunk.handled), (tool_counts, chunk.tool_counts),
+                (counts, chunk.counts), (per_rule, chunk.per_rule), (handled, chunk.handled),
+                (tool_counts, chunk.tool_counts),
             ):  # fmt: skip
                 total.update(part)
             reviews.extend(chunk.reviews)
-            accepted += len(chunk.kept)
             keys.append(chunk.keys)
             rows.append(chunk.rows)
             tool_sets.update(chunk.tool_sets)
@@ -448,8 +446,10 @@ def _curate(
     trained: set[int] = set()
     carried = 0
     carried_keys: list[Any] = []
+    known: set[str] = set()  # the previous version's examples: no new signal when seen again
     if previous is not None:
         membership = store.dataset_membership(previous["id"])
+        known.update(membership)
         ids = list(membership)
         for start in range(0, len(ids), 5000):
             found = store.examples_by_id(ids[start : start + 5000])
@@ -491,10 +491,12 @@ def _curate(
 
     bands, _ = lsh_parameters(rules.dedup.near_threshold, rules.dedup.num_perm)
     matrix = np.stack([band_row(e) for e in kept]) if kept else np.zeros((0, bands), np.uint64)
-    survivors = [
-        kept[max(members, key=lambda i: (kept[i].source == "correction", kept[i].task_at))]
-        for members in clusters_of(lsh_components(matrix))
-    ]
+    survivors = []
+    for members in clusters_of(lsh_components(matrix)):
+        best = kept[max(members, key=lambda i: (kept[i].source == "correction", kept[i].task_at))]
+        if best.chunk >= 0 and any(kept[i].chunk < 0 for i in members):
+            known.add(best.id)  # a fresher copy of an example the dataset held
+        survivors.append(best)
     counts["near_duplicates"] = len(kept) - len(survivors)
     kept = sorted(survivors, key=lambda e: (e.task_at, e.id))
     clock.lap("dedup")
@@ -539,6 +541,10 @@ def _curate(
             membership_rows.append((member.id, split, member.weight))
     clock.lap("splits")
 
+    # Signal density: the new examples this run's tasks added to the version, after
+    # exact and near-duplicate removal, staleness and the splits' overlap drops.
+    usable_per_rule = Counter(m.rule for m in final if m.chunk >= 0 and m.id not in known)
+    usable = sum(usable_per_rule.values())
     summary = {
         "tasks_processed": processed,
         "carried_over": carried,
@@ -551,8 +557,12 @@ def _curate(
         "kinds": dict(Counter(e.kind for e in final)),
         "review_items": len(reviews),
         "signal_density": {
-            "overall": round(1000 * accepted / processed, 2) if processed else None,
-            "per_rule": {r: round(1000 * n / processed, 2) for r, n in usable_per_rule.items()}
+            "counts": "new examples this run's tasks added to the version (after exact and near-duplicate "
+            "removal, staleness and split-overlap drops; not one the previous version held, nor a "
+            "fresher copy of one) per 1,000 tasks processed",
+            "examples": usable,
+            "overall": round(1000 * usable / processed, 2) if processed else None,
+            "per_rule": {r: round(1000 * n / processed, 2) for r, n in sorted(usable_per_rule.items())}
             if processed
             else {},
         },
