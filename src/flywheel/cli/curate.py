@@ -159,16 +159,26 @@ def export(
     split: Annotated[str | None, typer.Option(help="Only this split (train, eval, few_shot).")] = "train",
     json: Json = False,
 ) -> None:
-    """Write a dataset version for fine-tuning or analysis."""
+    """Write a dataset version for fine-tuning or analysis.
+
+    Examples the format cannot hold are skipped, and counted by reason; an export
+    with nothing to write is an error that says why."""
     from flywheel.curate.export import export_dataset
 
+    every = split in (None, "all")
     with open_store() as store:
         d = store.get_dataset(dataset)
-        rows = store.dataset_examples(d["id"], None if split in (None, "all") else split)
-    written = export_dataset(rows, format, out)
+        rows = store.dataset_examples(d["id"], None if every else split)
+    name = f"{d['id']}" + ("" if every else f" (split {split})")
+    result = export_dataset(rows, format, out, name=name)
     if json:
-        print_json(
-            {"dataset": d["id"], "format": format, "split": split, "written": written, "path": str(out)}
-        )
-    else:
-        console().print(f"wrote {written} examples of {d['id']} ({split}) to {out} as {format}")
+        print_json({"dataset": d["id"], "split": split, **result.summary()})
+        return
+    out_console = console()
+    out_console.print(f"wrote {result.written} examples of {d['id']} ({split}) to {out} as {format}")
+    if result.skipped:
+        out_console.print(f"skipped {sum(result.skipped.values())} examples:")
+        for reason, n in result.skipped.most_common():
+            out_console.print(f"  {n}  {reason}")
+    if result.empty_messages_dropped:
+        out_console.print(f"left out {result.empty_messages_dropped} empty messages of the inputs")

@@ -69,7 +69,10 @@ class OpenAIFineTuneStrategy:
         rows = [r for r in store.dataset_examples(dataset_id, "train") if r["kind"] == "sft"]
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"{dataset_id}-train.jsonl"
-            count = export_dataset([{**r, "split": "train"} for r in rows], "openai-jsonl", path)
+            count = len(rows)
+            if count >= self.min_examples:  # else too few to export: said below
+                train = [{**r, "split": "train"} for r in rows]
+                count = export_dataset(train, "openai-jsonl", path, name=f"{dataset_id} (train)").written
             if count < self.min_examples:
                 raise InvalidInput(
                     f"dataset {dataset_id} has {count} training examples; "
