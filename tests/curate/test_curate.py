@@ -196,6 +196,31 @@ def test_signal_density_counts_examples_after_duplicates_are_removed(fw, store):
     assert s["tasks_processed"] == 1 and s["signal_density"]["overall"] == 0.0
 
 
+def test_a_text_answer_logged_as_a_chat_completion_or_in_parts_is_the_target(fw, store):
+    answers = {
+        "weather in Oslo today?": {
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": [{"type": "text", "text": "Oslo is sunny today."}],
+                    },
+                    "finish_reason": "stop",
+                }
+            ]
+        },
+        "weather in Rome today?": {"role": "assistant", "content": "Rome is rainy today.", "tool_calls": []},
+    }
+    for n, (question, response) in enumerate(answers.items()):
+        with fw.task(session_id=f"s{n}", input=question) as task:
+            task.llm_call(model="m", messages=[{"role": "user", "content": question}], response=response)
+            task.finish(output=None, success=True, confidence=0.9)
+    fw.flush()
+    rows = store.dataset_examples(curate(store, "shop", parse_rules(DEFAULT_RULES)).dataset_id)
+    assert sorted(r["target"]["content"] for r in rows) == ["Oslo is sunny today.", "Rome is rainy today."]
+
+
 def test_splits_never_leak_sessions_or_questions(fw, store):
     # Adversarial: sessions with many tasks, the same questions asked in many sessions.
     questions = [f"weather in town {i}?" for i in range(12)]
