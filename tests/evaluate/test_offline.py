@@ -64,6 +64,13 @@ def test_only_the_eval_split_is_evaluated(store, dataset_id):
     assert {i.id for i in items} == eval_ids and not eval_ids & train_ids and len(items) >= 15
 
 
+def test_the_version_under_test_brings_its_own_system_prompt(store, dataset_id):
+    # the examples keep the system prompt the serving agent logged ...
+    assert all(r["messages"][0]["role"] == "system" for r in store.dataset_examples(dataset_id, "eval"))
+    # ... which the items leave out: the version evaluated sends its own, once
+    assert all(m["role"] != "system" for item in eval_items(store, dataset_id) for m in item.messages)
+
+
 def test_a_better_candidate_passes_the_gate_and_results_are_cached(store, dataset_id):
     items = eval_items(store, dataset_id)
     base = create_version(store, "shop", {"model": "wrong"})
