@@ -121,9 +121,8 @@ def _text(value: Any) -> str:
 
 
 def _arguments(value: Any) -> str:
-    value = parse_json(value) if isinstance(value, str) else value
     if isinstance(value, str):
-        return value  # not JSON: kept as the model wrote it
+        return value  # kept as the model wrote it
     if value is None:
         return "{}"
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
