@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from flywheel.errors import InvalidInput, PayloadTooLarge
 from flywheel.ingest.redact import FieldTooLong, Redactor
+from flywheel.messages import normalize_completion, normalize_messages, normalize_tools
 from flywheel.models.pricing import PriceTable
 from flywheel.records import (
     STEP_EVENT_TYPES,
@@ -172,6 +173,20 @@ def _ms(start: datetime, end: datetime | None) -> float | None:
 Clean = Callable[[Any, str], tuple[Any, int]]
 
 
+def _normalize_call(data: dict[str, Any]) -> None:
+    """An llm_call's messages, tools and answer in the one message model
+    (``flywheel.messages``); a value no chat shape explains is kept as it came."""
+    messages = data.get("messages") or []
+    if all(isinstance(m, dict | str) for m in messages):
+        data["messages"] = normalize_messages(messages)
+    if data.get("tools") is not None:
+        data["tools"] = normalize_tools(data["tools"]) or data["tools"]
+    if data.get("response") is not None:
+        completion = normalize_completion(data["response"])
+        if completion is not None:
+            data["response"] = completion
+
+
 def _add_rows(
     rows: RowBatch,
     event: Any,
@@ -185,6 +200,8 @@ def _add_rows(
     if kind in STEP_EVENT_TYPES:
         data = event.model_dump(mode="json", exclude=_STEP_COMMON)
         data, n = clean(data, "")
+        if kind == "llm_call":
+            _normalize_call(data)
         error, n_err = clean(event.error, "error") if event.error else (None, 0)
         if prices is not None and isinstance(event, LLMCallEvent) and event.cost is None:
             data["cost"] = _priced(event, prices, unpriced)
