@@ -69,19 +69,32 @@ class FlywheelCallbackHandler(BaseCallbackHandler):
 
     # ---------------------------------------------------------------- runs
 
-    def _task_for(self, run_id: UUID, parent_run_id: UUID | None, input: Any) -> TaskHandle:
+    def _task_for(
+        self, run_id: UUID, parent_run_id: UUID | None, input: Any, metadata: Any = None
+    ) -> TaskHandle:
+        """The task of the run's outermost run; a new run's LangChain ``metadata``
+        may name the session (``session_id``, ``thread_id``, ``conversation_id``)
+        and the user (``user_id``)."""
         with self._lock:
             root = self._root.get(parent_run_id, parent_run_id) if parent_run_id else run_id
             self._root[run_id] = root
             task = self._tasks.get(root)
             if task is None:
+                given = metadata if isinstance(metadata, dict) else {}
+                session = self.session_id or next(
+                    (str(given[k]) for k in ("session_id", "thread_id", "conversation_id") if given.get(k)),
+                    None,
+                )
+                task_metadata: dict[str, Any] = {"source": "langchain"}
+                if given.get("user_id"):
+                    task_metadata["user_id"] = str(given["user_id"])
                 task = TaskHandle(
                     self.fw,
                     id=None,
-                    session_id=self.session_id,
+                    session_id=session,
                     input=input,
                     agent_version=None,
-                    metadata={"source": "langchain"},
+                    metadata=task_metadata,
                 )
                 task._start()
                 self._tasks[root] = task
@@ -106,7 +119,7 @@ class FlywheelCallbackHandler(BaseCallbackHandler):
     def on_chain_start(
         self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
     ) -> None:
-        self._guard(self._task_for, run_id, parent_run_id, inputs)
+        self._guard(self._task_for, run_id, parent_run_id, inputs, kw.get("metadata"))
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kw: Any) -> None:
         self._guard(self._end, run_id, outputs, None)
@@ -127,7 +140,7 @@ class FlywheelCallbackHandler(BaseCallbackHandler):
     ) -> None:
         def start() -> None:
             flat = [_message(m) for batch in messages for m in batch]
-            self._task_for(run_id, parent_run_id, flat)
+            self._task_for(run_id, parent_run_id, flat, kw.get("metadata"))
             params = kw.get("invocation_params") or {}
             model = (
                 params.get("model")
@@ -156,7 +169,7 @@ class FlywheelCallbackHandler(BaseCallbackHandler):
     ) -> None:
         def start() -> None:
             messages = [{"role": "user", "content": p} for p in prompts]
-            self._task_for(run_id, parent_run_id, messages)
+            self._task_for(run_id, parent_run_id, messages, kw.get("metadata"))
             params = kw.get("invocation_params") or {}
             self._starts[run_id] = (
                 time.time(),
@@ -222,7 +235,9 @@ class FlywheelCallbackHandler(BaseCallbackHandler):
         **kw: Any,
     ) -> None:
         def start() -> None:
-            self._task_for(run_id, parent_run_id, inputs if inputs is not None else input_str)
+            self._task_for(
+                run_id, parent_run_id, inputs if inputs is not None else input_str, kw.get("metadata")
+            )
             name = (serialized or {}).get("name") or kw.get("name") or "tool"
             self._starts[run_id] = (
                 time.time(),
@@ -258,7 +273,7 @@ class FlywheelCallbackHandler(BaseCallbackHandler):
         self, serialized: Any, query: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
     ) -> None:
         def start() -> None:
-            self._task_for(run_id, parent_run_id, query)
+            self._task_for(run_id, parent_run_id, query, kw.get("metadata"))
             self._starts[run_id] = (time.time(), {"query": query})
 
         self._guard(start)
