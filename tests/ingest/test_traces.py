@@ -285,3 +285,46 @@ def test_a_trace_without_spans_of_ours_is_no_task(store, settings):
     )
     ingest(Ingestor(store, settings), [("traces", [http])])
     assert not store.task_exists(TASK)
+
+
+def test_a_bad_span_is_refused_alone_and_its_neighbours_kept(store, settings):
+    good = spans()
+    bad_times = Span(
+        trace_id=bytes(range(16)),
+        span_id=CALL1,
+        name="chat",
+        start_time_unix_nano=2**63 - 1,
+        end_time_unix_nano=2**63 - 1,
+        attributes=kvs({"gen_ai.operation.name": "chat"}),
+    )
+    no_time = Span(
+        trace_id=bytes(range(1, 17)),
+        span_id=CALL1,
+        name="chat",
+        attributes=kvs({"gen_ai.operation.name": "chat"}),
+    )
+    bad_ids = Span(trace_id=b"\x01" * 3, span_id=CALL1, name="chat", start_time_unix_nano=T0)
+    nul = Span(
+        trace_id=bytes(range(2, 18)),
+        span_id=CALL1,
+        name="chat",
+        start_time_unix_nano=T0,
+        end_time_unix_nano=T0 + 5,
+        attributes=kvs(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "m\x00odel",
+                "gen_ai.input.messages": '[{"role":"user","content":"a\\u0000b"}]',
+            }
+        ),
+    )
+    ingestor = Ingestor(store, settings)
+    prepared, _ = ingestor.prepare_traces(
+        trace_export([*good, bad_times, no_time, bad_ids, nul]), "application/x-protobuf"
+    )
+    assert sorted(e.index for e in prepared.rejected) == [4, 5, 6]
+    assert "started_at" in prepared.rejected[0].field
+    ingestor.write(prepared)
+    assert [s.kind for s in store.get_task(TASK).steps] == ["llm_call", "tool_call", "llm_call"]
+    (step,) = store.get_task(str(uuid.UUID(bytes=bytes(range(2, 18))))).steps
+    assert "\x00" not in step.name and step.data["messages"][0]["content"].startswith("a")

@@ -324,9 +324,14 @@ def log_records(request: ExportLogsServiceRequest) -> OtlpRecords:
 
 
 def _time(nanos: int | None) -> str | None:
+    """An OTLP time as ISO 8601; None (refused by validation, with the field named)
+    when it is missing or beyond what a datetime holds."""
     if not nanos:
         return None
-    return datetime.fromtimestamp(nanos / 1e9, UTC).isoformat()
+    try:
+        return datetime.fromtimestamp(nanos / 1e9, UTC).isoformat()
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def _first(attrs: dict[str, Any], *keys: str) -> Any:
