@@ -1,12 +1,21 @@
 """The pages over HTTP: login, sessions, CSRF, scopes, filters, review actions."""
 
+import html
+import json
 import re
+import uuid
 
 import pytest
 from fastapi.testclient import TestClient
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from tests.helpers import now
+from tests.server.test_otlp import ROOT, T0, TRACE, kv
 from tests.web.test_browser import log_task, queue
 
 import flywheel
+from flywheel.ingest import Ingestor
+from flywheel.records import new_id
 from flywheel.server import create_app
 
 
@@ -156,3 +165,144 @@ def test_the_task_browser_filters(app_client, store, tasks):
     assert listed("search=town+2") == {tasks[2]}
     assert listed("workload=other") == set()
     assert app_client.get("/ui/tasks?since=yesterday", headers=bearer).status_code == 400
+
+
+def replies_on(text):
+    """(reply texts, [(tool name, arguments text)]) of a task page, unescaped."""
+    texts = re.findall(r'<pre class="content reply-text">(.*?)</pre>', text, re.S)
+    calls = re.findall(
+        r'tool call <span class="mono">(.*?)</span></div><pre class="content reply-call">(.*?)</pre>',
+        text,
+        re.S,
+    )
+    return [html.unescape(t) for t in texts], [
+        (html.unescape(n), json.loads(html.unescape(a))) for n, a in calls
+    ]
+
+
+GENAI_QUESTION = [
+    {"role": "system", "parts": [{"type": "text", "content": "You are a weather bot."}]},
+    {"role": "user", "parts": [{"type": "text", "content": "Weather in <Paris>?"}]},
+]
+
+
+def test_a_task_in_the_shapes_otlp_stores_shows_its_tool_call_and_text(app_client, store, settings):
+    """GenAI semantic-convention messages with parts, and a response that is a list of
+    messages (as OpenInference's output messages are stored): the page reads the
+    assistant's reply out of each, escaped."""
+    task_id, at = new_id(), now()
+    step = {"task_id": task_id, "started_at": at, "ended_at": at}
+    events = [
+        {"type": "task_started", "id": task_id, "workload": "otel", "session_id": "s", "started_at": at},
+        {
+            "type": "llm_call",
+            "id": new_id(),
+            "seq": 1,
+            **step,
+            "model": "gpt-4o",
+            "messages": GENAI_QUESTION,
+            "response": [
+                {
+                    "role": "assistant",
+                    "parts": [
+                        {"type": "text", "content": "Let me look that up."},
+                        {
+                            "type": "tool_call",
+                            "id": "call_1",
+                            "name": "get_weather",
+                            "arguments": {"city": "Paris"},
+                        },
+                    ],
+                    "finish_reason": "tool_call",
+                }
+            ],
+        },
+        {
+            "type": "tool_call",
+            "id": new_id(),
+            "seq": 2,
+            **step,
+            "name": "get_weather",
+            "arguments": {"city": "Paris"},
+        },
+        {
+            "type": "llm_call",
+            "id": new_id(),
+            "seq": 3,
+            **step,
+            "model": "gpt-4o",
+            "messages": GENAI_QUESTION,
+            "response": [
+                {"role": "user", "content": "Weather in <Paris>?"},
+                {"role": "assistant", "content": "It is 18C in <Paris>."},
+            ],
+        },
+    ]
+    assert not Ingestor(store, settings).ingest(events).rejected
+    key, _ = store.create_key("ana", ["review"])
+    page = app_client.get(f"/ui/tasks/{task_id}", headers={"Authorization": f"Bearer {key}"})
+    assert page.status_code == 200
+    texts, calls = replies_on(page.text)
+    assert texts == ["Let me look that up.", "It is 18C in <Paris>."]
+    assert calls == [("get_weather", {"city": "Paris"})]
+    assert "It is 18C in &lt;Paris&gt;." in page.text and "<Paris>" not in page.text
+    prefilled = re.search(r'<textarea id="tool_calls"[^>]*>(.*?)</textarea>', page.text, re.S).group(1)
+    assert json.loads(html.unescape(prefilled)) == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    sides = re.findall(r'<div class="label">([AB]: [^<]*)</div>', page.text)
+    assert sides == ["A: model response (step 1)", "B: model response (step 3)"]
+
+
+def test_a_genai_trace_posted_over_otlp_shows_its_tool_call_and_text(app_client, store):
+    """The same through /v1/traces: a chat span in the GenAI conventions (content
+    captured as span attributes) whose reply is a text and a tool call."""
+    ingest, _ = store.create_key("agent", ["ingest"])
+    review, _ = store.create_key("ana", ["review"])
+    output = [
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "text", "content": "Checking <the> forecast."},
+                {"type": "tool_call", "id": "call_1", "name": "get_weather", "arguments": {"city": "Oslo"}},
+            ],
+            "finish_reason": "tool_call",
+        }
+    ]
+    chat = Span(
+        trace_id=TRACE,
+        span_id=b"\x02" * 8,
+        parent_span_id=ROOT,
+        name="chat gpt-4o",
+        start_time_unix_nano=T0 + 1,
+        end_time_unix_nano=T0 + 2_000_000,
+        attributes=[
+            kv("gen_ai.operation.name", "chat"),
+            kv("gen_ai.request.model", "gpt-4o"),
+            kv("gen_ai.input.messages", json.dumps(GENAI_QUESTION)),
+            kv("gen_ai.output.messages", json.dumps(output)),
+        ],
+    )
+    root = Span(
+        trace_id=TRACE,
+        span_id=ROOT,
+        name="invoke_agent weather",
+        start_time_unix_nano=T0,
+        end_time_unix_nano=T0 + 9_000_000,
+        attributes=[kv("gen_ai.operation.name", "invoke_agent")],
+    )
+    export = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[root, chat])])]
+    )
+    posted = app_client.post(
+        "/v1/traces",
+        content=export.SerializeToString(),
+        headers={"Authorization": f"Bearer {ingest}", "Content-Type": "application/x-protobuf"},
+    )
+    assert posted.status_code == 200
+    page = app_client.get(
+        f"/ui/tasks/{uuid.UUID(bytes=TRACE)}", headers={"Authorization": f"Bearer {review}"}
+    )
+    assert page.status_code == 200
+    texts, calls = replies_on(page.text)
+    assert texts == ["Checking <the> forecast."]
+    assert calls == [("get_weather", {"city": "Oslo"})]
+    assert "<the>" not in page.text

@@ -41,12 +41,12 @@ def tools_of(task: Task) -> dict[str, dict[str, Any]]:
     """The tools the task's model calls were offered: name -> JSON Schema of the arguments."""
     offered: dict[str, dict[str, Any]] = {}
     for step in task.steps:
-        if step.kind != "llm_call":
-            continue
-        for tool in step.data.get("tools") or []:
-            spec = tool.get("function", tool) if isinstance(tool, dict) else {}
-            if isinstance(spec, dict) and spec.get("name"):
-                offered[spec["name"]] = spec.get("parameters") or {}
+        tools = step.data.get("tools") if step.kind == "llm_call" else None
+        for tool in tools if isinstance(tools, list) else []:  # stored as captured: any JSON
+            spec = tool.get("function", tool) if isinstance(tool, dict) else None
+            if isinstance(spec, dict) and isinstance(spec.get("name"), str) and spec["name"]:
+                parameters = spec.get("parameters")
+                offered[spec["name"]] = parameters if isinstance(parameters, dict) else {}
     return offered
 
 

@@ -6,6 +6,7 @@ and a Content-Security-Policy that says so."""
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from datetime import datetime
 from functools import cache
@@ -18,9 +19,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from flywheel.errors import FlywheelError, Forbidden, InvalidInput, NotFound, Unauthorized
-from flywheel.records import Task
+from flywheel.records import Step, Task
 from flywheel.review import ACTIONS, next_item, review, tools_of
 from flywheel.web.charts import dashboard_data, specs
+from flywheel.web.replies import read_reply
 from flywheel.web.session import COOKIE, UI_SCOPES, current_user
 
 __all__ = ["CSP", "router"]
@@ -210,9 +212,69 @@ def _workloads(store: Any) -> list[str]:
         return sorted(conn.execute(query).scalars())
 
 
+def _count(value: Any) -> int:
+    return len(value) if isinstance(value, list) else int(value is not None)
+
+
+def _finite(value: Any) -> float | None:
+    """A number the page can format, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond a float's range
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _documents(value: Any) -> list[dict[str, Any]]:
+    """Retrieved documents as ``{id, score, content}``: an id is a string or None, a
+    score a number or None, whatever else the store holds is the content."""
+    out = []
+    for doc in value if isinstance(value, list) else [] if value is None else [value]:
+        if not isinstance(doc, dict):
+            out.append({"id": None, "score": None, "content": doc})
+            continue
+        doc_id, score = doc.get("id"), doc.get("score")
+        out.append(
+            {
+                "id": doc_id if isinstance(doc_id, str) else None if doc_id is None else _short(doc_id),
+                "score": _finite(score),
+                "content": doc.get("content", doc),
+            }
+        )
+    return out
+
+
+def _step_view(step: Step) -> dict[str, Any]:
+    """What the page shows of a step, read defensively: a step's payload is whatever
+    JSON its capture path stored, so every field is checked before it is trusted."""
+    data = step.data
+    attempt = _finite(data.get("attempt"))
+    view: dict[str, Any] = {
+        "step": step,
+        "data": data,
+        "retry": int(attempt) if attempt and attempt > 1 else None,
+    }
+    if step.kind == "llm_call":
+        messages, tools, response = data.get("messages"), data.get("tools"), data.get("response")
+        view |= {
+            "messages": messages,
+            "n_messages": _count(messages),
+            "tools": tools,
+            "n_tools": _count(tools),
+            "response": response,
+            "reply": read_reply(response),
+        }
+    elif step.kind == "retrieval":
+        view["documents"] = _documents(data.get("documents"))
+    return view
+
+
 def _responses(task: Task) -> list[dict[str, Any]]:
     """Distinct responses to compare side by side: the agent's output, the model
-    calls' responses, and corrections."""
+    calls' replies (their tool calls, else their text, else the response as stored),
+    and corrections."""
     found: list[dict[str, Any]] = []
     seen: set[str] = set()
 
@@ -227,8 +289,9 @@ def _responses(task: Task) -> list[dict[str, Any]]:
     add("agent output", task.output)
     for step in task.steps:
         if step.kind == "llm_call":
-            response = step.data.get("response") or {}
-            add(f"model response (step {step.seq})", response.get("tool_calls") or response.get("content"))
+            response = step.data.get("response")
+            reply = read_reply(response)
+            add(f"model response (step {step.seq})", (reply.tool_calls or reply.text) if reply else response)
     for correction in task.corrections:
         add(
             f"correction by {correction.get('author')}",
@@ -238,21 +301,12 @@ def _responses(task: Task) -> list[dict[str, Any]]:
 
 
 def _current_calls(task: Task) -> list[dict[str, Any]]:
+    """The tool calls a correction starts from: the last model call's, else a stub."""
     for step in reversed(task.steps):
         if step.kind == "llm_call":
-            calls = (step.data.get("response") or {}).get("tool_calls") or []
-            out = []
-            for c in calls:
-                fn = c.get("function", c)
-                arguments = fn.get("arguments", {})
-                if isinstance(arguments, str):
-                    try:
-                        arguments = json.loads(arguments)
-                    except ValueError:
-                        arguments = {"_unparsed": arguments}
-                out.append({"name": fn.get("name"), "arguments": arguments})
-            if out:
-                return out
+            reply = read_reply(step.data.get("response"))
+            if reply and reply.tool_calls:
+                return reply.tool_calls
     return [{"name": next(iter(tools_of(task)), "tool"), "arguments": {}}]
 
 
@@ -278,9 +332,8 @@ def _task_view(
         task = store.get_task(task_id)
     except NotFound:
         return _html(request, "error.html", status=404, message=f"task {task_id!r} not found")
-    documents = [
-        doc for step in task.steps if step.kind == "retrieval" for doc in (step.data.get("documents") or [])
-    ]
+    steps = [_step_view(step) for step in task.steps]
+    documents = [doc for view in steps for doc in view.get("documents", []) if doc["id"] is not None]
     with store.engine.connect() as conn:
         from sqlalchemy import select
 
@@ -294,6 +347,7 @@ def _task_view(
         request,
         "task.html",
         task=task,
+        steps=steps,
         item=dict(item) if item else None,
         documents=documents,
         responses=responses[:2],
