@@ -577,9 +577,9 @@ def _unwrapped_input(value: Any) -> tuple[Any, str | None]:
     {"tool_call_id"}}``; and the tool call id a wrapper holds."""
     if not isinstance(value, dict):
         return value, None
-    kwargs = value.get("kwargs") if isinstance(value.get("kwargs"), dict) else {}
-    call_id = kwargs.get("tool_call_id")
-    call_id = str(call_id) if call_id else None
+    kwargs: dict[str, Any] = value["kwargs"] if isinstance(value.get("kwargs"), dict) else {}
+    found = kwargs.get("tool_call_id")
+    call_id = str(found) if found else None
     if "inputs" in value and set(value) <= {"inputs", "input_str", "kwargs", "tags", "metadata"}:
         return value["inputs"], call_id
     if set(value) == {"args", "kwargs"} and isinstance(value["args"], list):
