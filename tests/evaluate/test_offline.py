@@ -117,6 +117,8 @@ def test_statistics():
 
 def test_gate_blocks_guard_regressions():
     comparison = {
+        "items": 100,
+        "discordant": {"candidate_only": 14, "baseline_only": 2},
         "ci95": [0.05, 0.2],
         "baseline": {"error_rate": 0.0, "seconds_per_task": 1.0, "cost_per_task": 1.0},
         "candidate": {"error_rate": 0.1, "seconds_per_task": 3.0, "cost_per_task": 1.0},
@@ -245,6 +247,8 @@ def test_llm_judge_in_evaluation_is_cached(store, dataset_id):
 
 def test_a_latency_slo_and_cost_ceiling_replace_the_ratios():
     comparison = {
+        "items": 100,
+        "discordant": {"candidate_only": 20, "baseline_only": 3},
         "ci95": [0.05, 0.3],
         "baseline": {"error_rate": 0.0, "seconds_per_task": 0.2, "cost_per_task": 1e-5},
         "candidate": {"error_rate": 0.0, "seconds_per_task": 3.0, "cost_per_task": 1e-4},
@@ -393,21 +397,29 @@ def test_the_gate_reweights_the_baselines_own_labels_to_its_traffic():
     assert low < 0 < high and gate(result)["promote"] is False
 
 
-def test_a_missing_origin_group_counts_at_its_worst_for_the_candidate():
+def test_a_missing_origin_group_with_nothing_like_it_counts_at_its_worst():
     from flywheel.evaluate.offline import reweighted_difference
 
-    # only corrections of a baseline users rate right half the time: the
-    # unseen confirmed half counts as all broken
-    only_fixes = reweighted_difference({"baseline_corrected": [1.0] * 20}, {"up": 50, "down": 50})
+    # only corrections of a baseline users rate right half the time, and no item
+    # anywhere that the baseline answers right: the unseen confirmed half counts
+    # as all broken
+    fixed = (False, True)  # (baseline right, candidate right)
+    only_fixes = reweighted_difference({"baseline_corrected": [fixed] * 20}, {"up": 50, "down": 50})
     assert only_fixes["difference"] == pytest.approx(0.5 * -1.0 + 0.5 * 1.0)
+    assert only_fixes["empty_strata"]["baseline_confirmed"]["rule"] == "worst case"
     # other traffic pools with the baseline's own items by count
     pooled = reweighted_difference(
-        {"baseline_confirmed": [0.0] * 10, "baseline_corrected": [1.0] * 10, "other_traffic": [0.5] * 20},
+        {
+            "baseline_confirmed": [(True, True)] * 10,
+            "baseline_corrected": [fixed] * 10,
+            "other_traffic": [fixed] * 10 + [(True, True)] * 10,
+        },
         {"up": 30, "down": 10},
     )
     assert pooled["difference"] == pytest.approx((20 * (0.75 * 0 + 0.25 * 1) + 20 * 0.5) / 40)
-    assert reweighted_difference({"other_traffic": [1.0]}, {"up": 5, "down": 5}) is None
-    assert reweighted_difference({"baseline_confirmed": [0.0]}, {"up": 0, "down": 0}) is None
+    assert pooled["empty_strata"] == {}
+    assert reweighted_difference({"other_traffic": [fixed]}, {"up": 5, "down": 5}) is None
+    assert reweighted_difference({"baseline_confirmed": [(True, True)]}, {"up": 0, "down": 0}) is None
 
 
 def test_a_versions_traffic_accuracy_is_read_from_its_ratings(settings, store):

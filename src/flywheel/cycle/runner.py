@@ -79,6 +79,13 @@ class GateSettings(BaseModel):
     max_cost_per_task: float | None = Field(None, gt=0)  # a ceiling instead of the ratio
     # judge the gain with the baseline's own labels reweighted to its traffic (see evaluate)
     reweight_own_labels: bool = True
+    # the test that the candidate is better, one-sided at alpha: exact McNemar on all
+    # items, or the anytime-valid e-value for an evaluation that stops early
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    test: Literal["exact", "sequential"] = "exact"
+    # the smallest gain worth shipping: the gate says how many items detect it with this power
+    min_gain: float = Field(0.05, gt=0, le=1)
+    power: float = Field(0.8, gt=0, lt=1)
 
 
 class CyclePolicy(BaseModel):

@@ -18,25 +18,40 @@ same held-out items, with numbers people can trust.
   proportions of its traffic: its accuracy there, estimated from the thumbs
   and ratings its tasks received (``feedback_accuracy``), weighs its confirmed
   items, and the rest weighs its corrected ones.
-* The gate promotes only if the difference's lower bound clears
-  ``min_improvement`` and no guard metric (error rate, latency, cost)
-  regresses beyond its tolerance; the decision and its reasons are stored.
+* The gate promotes only if the one-sided exact McNemar test (or, for the
+  reweighted estimate, its one-sided posterior p) finds a gain at ``alpha``
+  and no guard metric (error rate, latency, cost) regresses beyond its
+  tolerance. It states the smallest gain it could detect at its n and the
+  items the policy's smallest gain worth shipping would need, and an
+  anytime-valid e-value verdict on the outcomes in evaluation order
+  (``flywheel.evaluate.stats``); the decision and its reasons are stored.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from math import comb
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import and_, case, func, or_, select
 
 from flywheel.agents.tool_agent import AgentConfig, ToolAgent
 from flywheel.errors import InvalidInput
 from flywheel.evaluate.ast_check import check_calls
+from flywheel.evaluate.stats import (
+    decode_outcomes,
+    detectable_gain,
+    encode_outcomes,
+    exact_mcnemar,
+    mcnemar_p,
+    needed_items,
+    paired_bootstrap,
+    reweighted_difference,
+    sequential_test,
+    should_stop,
+    wilson_interval,
+)
 from flywheel.models.base import ChatModel, ChatRequest, last_user_text
 from flywheel.models.pricing import PriceTable
 from flywheel.records import AgentVersion, new_id, utcnow
@@ -54,11 +69,13 @@ __all__ = [
     "feedback_accuracy",
     "gate",
     "intents",
+    "items_of_rows",
     "judge_scores",
     "label_origins",
     "mcnemar_p",
     "paired_bootstrap",
     "reweighted_difference",
+    "should_stop",
     "wilson_interval",
 ]
 
@@ -102,34 +119,29 @@ def eval_items(store: Store, dataset_id: str) -> list[EvalItem]:
 
 def dataset_items(store: Store, dataset_id: str, splits: tuple[str, ...]) -> list[EvalItem]:
     """The examples of ``splits`` as items to answer (sft examples: tool-call or text targets)."""
+    return items_of_rows([row for split in splits for row in store.dataset_examples(dataset_id, split)])
+
+
+def items_of_rows(rows: Sequence[dict[str, Any]]) -> list[EvalItem]:
+    """Example rows as items to answer (sft examples: tool-call or text targets)."""
     items = []
-    for split in splits:
-        for row in store.dataset_examples(dataset_id, split):
-            if row["kind"] != "sft":
-                continue
-            # The version under test brings its own system prompt (``system_for``):
-            # the one logged with the example was the serving version's.
-            row["messages"] = [m for m in row["messages"] if m.get("role") not in ("system", "developer")]
-            expected = _expected(row["target"])
-            if expected is None:
-                text = row["target"].get("content")
-                if text:
-                    items.append(
-                        EvalItem(
-                            row["id"], "(text answer)", row["messages"], row["tools"] or [], None, str(text)
-                        )
-                    )
-                continue
-            tool_names = sorted({c["name"] for c in row["target"]["tool_calls"]})
-            items.append(
-                EvalItem(
-                    row["id"],
-                    ",".join(tool_names) or "(no call)",
-                    row["messages"],
-                    row["tools"] or [],
-                    expected,
-                )
-            )
+    for row in rows:
+        if row["kind"] != "sft":
+            continue
+        # The version under test brings its own system prompt (``system_for``):
+        # the one logged with the example was the serving version's.
+        messages = [m for m in row["messages"] if m.get("role") not in ("system", "developer")]
+        expected = _expected(row["target"])
+        if expected is None:
+            text = row["target"].get("content")
+            if text:
+                tools = row["tools"] or []
+                items.append(EvalItem(row["id"], "(text answer)", messages, tools, None, str(text)))
+            continue
+        tool_names = sorted({c["name"] for c in row["target"]["tool_calls"]})
+        items.append(
+            EvalItem(row["id"], ",".join(tool_names) or "(no call)", messages, row["tools"] or [], expected)
+        )
     return items
 
 
@@ -284,39 +296,6 @@ def evaluate_version(
     return {item.id: done[item.id] for item in items}
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (95% for ``z`` = 1.96)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def paired_bootstrap(
-    a: Sequence[float], b: Sequence[float], *, reps: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """95% CI of mean(b) - mean(a), resampling items (pairs stay together)."""
-    n = len(a)
-    rng = random.Random(seed)
-    diffs = [float(y) - float(x) for x, y in zip(a, b, strict=True)]
-    stats = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
-    return stats[int(0.025 * reps)], stats[min(reps - 1, int(0.975 * reps))]
-
-
-def mcnemar_p(a: list[bool], b: list[bool]) -> float:
-    """Exact two-sided McNemar test: are the discordant pairs lopsided?"""
-    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
-    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    k = min(only_a, only_b)
-    tail = sum(comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -397,65 +376,6 @@ def feedback_accuracy(store: Store, version_id: str | None) -> dict[str, int]:
     return {"up": int(row[0] or 0), "down": int(row[1] or 0)}
 
 
-def reweighted_difference(
-    diffs: dict[str, list[float]],
-    ratings: dict[str, int],
-    *,
-    reps: int = 2000,
-    seed: int = 0,
-) -> dict[str, Any] | None:
-    """The accuracy difference with the baseline's own items in the proportions
-    of its traffic, and its 95% bootstrap CI.
-
-    ``diffs`` holds the paired differences (candidate minus baseline) per
-    origin. Within the baseline's own items, its confirmed ones stand for the
-    share ``p`` of its traffic it gets right and its corrected ones for the
-    rest, so their mean differences are weighed ``p`` and ``1 - p``, ``p``
-    being the up-rated share of its rated tasks (``feedback_accuracy``). A
-    group with no items counts at its worst case for the candidate (it breaks
-    every confirmed answer, fixes no corrected one). Items from other traffic
-    need no weighing; the two estimates are pooled by item count. The CI
-    resamples items within each group and draws ``p`` from its posterior
-    (Beta(up + 1, down + 1)).
-    None when no baseline items are held out or no task of it was rated.
-    """
-    confirmed = diffs.get("baseline_confirmed", [])
-    corrected = diffs.get("baseline_corrected", [])
-    other = diffs.get("other_traffic", [])
-    rated = ratings["up"] + ratings["down"]
-    own = len(confirmed) + len(corrected)
-    if own == 0 or rated == 0:
-        return None
-
-    def estimate(p: float, confirmed: list[float], corrected: list[float], other: list[float]) -> float:
-        on_confirmed = _mean(confirmed) if confirmed else -1.0
-        on_corrected = _mean(corrected) if corrected else 0.0
-        on_own = p * on_confirmed + (1 - p) * on_corrected
-        return (own * on_own + sum(other)) / (own + len(other))
-
-    p = ratings["up"] / rated
-    rng = random.Random(seed)
-
-    def resample(values: list[float]) -> list[float]:
-        return [values[rng.randrange(len(values))] for _ in values]
-
-    stats = sorted(
-        estimate(
-            rng.betavariate(ratings["up"] + 1, ratings["down"] + 1),
-            resample(confirmed),
-            resample(corrected),
-            resample(other),
-        )
-        for _ in range(reps)
-    )
-    return {
-        "difference": estimate(p, confirmed, corrected, other),
-        "ci95": [stats[int(0.025 * reps)], stats[min(reps - 1, int(0.975 * reps))]],
-        "baseline_traffic_accuracy": p,
-        "ratings": dict(ratings),
-    }
-
-
 def compare(
     baseline: dict[str, ItemResult],
     candidate: dict[str, ItemResult],
@@ -464,11 +384,17 @@ def compare(
     intent_of: dict[str, str] | None = None,
     origin_of: dict[str, str] | None = None,
     baseline_ratings: dict[str, int] | None = None,
+    order: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The paired comparison; ``intent_of`` adds a per-intent breakdown,
     ``origin_of`` (``label_origins``) one by where the labels came from, and
     with ``baseline_ratings`` (``feedback_accuracy``) the difference
-    ``reweighted`` for the bias of the baseline's own labels."""
+    ``reweighted`` for the bias of the baseline's own labels.
+
+    ``sequence`` holds the paired outcomes in evaluation order (``order``,
+    else the baseline results' order, which ``evaluate_version`` keeps as the
+    items came), one character per item (``encode_outcomes``), for the
+    gate's anytime-valid test."""
     ids = sorted(set(baseline) & set(candidate))
     a = [baseline[i].correct for i in ids]
     b = [candidate[i].correct for i in ids]
@@ -476,10 +402,12 @@ def compare(
     per_category = _breakdown(ids, baseline, candidate, {i: baseline[i].category for i in ids})
     reweighted = None
     if origin_of and baseline_ratings:
-        by_origin: dict[str, list[float]] = {}
+        by_origin: dict[str, list[tuple[bool, bool]]] = {}
         for i, x, y in zip(ids, a, b, strict=True):
-            by_origin.setdefault(origin_of.get(i, "other_traffic"), []).append(float(y) - float(x))
+            by_origin.setdefault(origin_of.get(i, "other_traffic"), []).append((x, y))
         reweighted = reweighted_difference(by_origin, baseline_ratings, seed=seed)
+    common = set(ids)
+    in_order = [i for i in (order if order is not None else baseline) if i in common]
 
     def side(results: dict[str, ItemResult]) -> dict[str, Any]:
         rows = [results[i] for i in ids]
@@ -510,6 +438,7 @@ def compare(
         "per_intent": _breakdown(ids, baseline, candidate, intent_of) if intent_of else {},
         "per_origin": _breakdown(ids, baseline, candidate, origin_of) if origin_of else {},
         "reweighted": reweighted,
+        "sequence": encode_outcomes([(baseline[i].correct, candidate[i].correct) for i in in_order]),
     }
 
 
@@ -530,13 +459,27 @@ def _breakdown(
 
 @dataclass
 class GatePolicy:
-    """A candidate passes when its gain's CI lower bound exceeds ``min_improvement``
+    """A candidate passes when the test that it is better rejects at ``alpha``
     and no core metric regresses beyond its tolerance. Latency and cost are held
     to a ratio of the baseline's, or, when an absolute budget is set (a latency
     SLO, a cost ceiling), to that budget instead: a ratio to a baseline that
-    answers nothing in no time says little."""
+    answers nothing in no time says little.
 
-    min_improvement: float = 0.0  # the CI's lower bound must exceed this
+    The test (``test``): "exact", McNemar's exact one-sided test on the
+    discordant items (or, where the comparison has a ``reweighted`` estimate
+    and ``reweight_own_labels`` holds, that estimate's one-sided p-value), on
+    every item; "sequential", the anytime-valid e-value test
+    (``sequential_test``), for an evaluation that may have stopped early.
+
+    ``min_gain`` is the smallest gain worth shipping: the gate states the
+    smallest gain it can detect with probability ``power`` at its n, and
+    when that is more than ``min_gain``, how many items it would need
+    (``decision["power"]``). It sizes the evaluation; it is not a bar the
+    estimate must clear (``min_improvement`` is: with a value above 0 the
+    gain's 95% CI lower bound must exceed it as well).
+    """
+
+    min_improvement: float = 0.0
     max_error_rate_increase: float = 0.02
     max_latency_ratio: float = 1.5
     max_cost_ratio: float = 1.5
@@ -544,22 +487,125 @@ class GatePolicy:
     max_cost_per_task: float | None = None
     # judge the gain by the ``reweighted`` estimate where the comparison has one
     reweight_own_labels: bool = True
+    alpha: float = 0.05  # one-sided: the chance of promoting a candidate that is no better
+    # 5 points: what a cycle's strategies deliver once the easy gains are in
+    # (bench/cycles.py: +2 to +4 points after the first promotion), at a size a
+    # standing eval set reaches in a few cycles (527 items at 20% discordance;
+    # 2 points would need 3,184, beyond a cycle's review budget, and 0 sizes nothing)
+    min_gain: float = 0.05
+    power: float = 0.8
+    test: Literal["exact", "sequential"] = "exact"
+
+
+def _power(
+    comparison: dict[str, Any], reweighted: dict[str, Any] | None, policy: GatePolicy
+) -> dict[str, Any]:
+    """What the exact test can detect at this n, at the observed discordance.
+    For a reweighted estimate n is its effective number of items (Kish), and
+    the items needed are scaled back to plain items by the same ratio."""
+    items = int(comparison["items"])
+    discordant = sum(comparison["discordant"].values())
+    discordance = discordant / items if items else 0.0
+    n = items
+    if reweighted and reweighted.get("effective_items"):
+        n = int(reweighted["effective_items"])
+    mde = detectable_gain(n, discordance, alpha=policy.alpha, power=policy.power)
+    needed = needed_items(policy.min_gain, discordance, alpha=policy.alpha, power=policy.power)
+    if needed is not None and n and n != items:
+        needed = int(-(-needed * items // n))
+    return {
+        "n": n,
+        "items": items,
+        "discordance": discordance,
+        "alpha": policy.alpha,
+        "power": policy.power,
+        "mde": mde,
+        "min_gain": policy.min_gain,
+        "needed_items": needed,
+        "enough": mde is not None and mde <= policy.min_gain,
+    }
+
+
+def _power_text(power: dict[str, Any]) -> str:
+    target = f"{power['power']:.0%} power"
+    n = power["n"] if power["n"] == power["items"] else f"{power['n']} effective"
+    can = (
+        f"{n} items detect a gain of {power['mde']:.1%} or more"
+        if power["mde"] is not None
+        else f"{n} items detect no gain"
+    )
+    if power["enough"]:
+        return f"{can} ({target}; worth shipping: {power['min_gain']:.1%})"
+    needed = power["needed_items"]
+    ask = f"{needed} items would" if needed is not None else "no affordable number of items would"
+    return (
+        f"too few items for the smallest gain worth shipping ({power['min_gain']:.1%}): "
+        f"{can} ({target}); {ask}"
+    )
+
+
+def _significance(
+    comparison: dict[str, Any],
+    reweighted: dict[str, Any] | None,
+    sequential: dict[str, Any] | None,
+    policy: GatePolicy,
+) -> tuple[bool, str, dict[str, Any]]:
+    alpha = policy.alpha
+    if policy.test == "sequential":
+        if sequential is None:
+            raise InvalidInput("the comparison holds no sequence of outcomes for the sequential test")
+        won = sequential["decision"] == "win"
+        where = f"after {sequential['stopped_at']} of {sequential['items']} items" if won else ""
+        text = (
+            f"anytime-valid test (e-value): {sequential['decision'] or 'no decision'} {where} "
+            f"(win e = {sequential['e_win']:.3g}, needs >= {sequential['threshold']:.3g})"
+        )
+        return won, " ".join(text.split()), {"name": "sequential e-value", "alpha": alpha}
+    if reweighted is not None:
+        p = reweighted["p_no_gain"]
+        text = (
+            f"gain {reweighted['difference']:+.3f} (the baseline's own items reweighted to its traffic), "
+            f"one-sided p = {p:.3g} vs alpha {alpha}"
+        )
+        if reweighted.get("empty_strata"):
+            text += f"; estimated from like items: {', '.join(sorted(reweighted['empty_strata']))}"
+        return p <= alpha, text, {"name": "reweighted posterior", "p": p, "alpha": alpha}
+    gains, losses = comparison["discordant"]["candidate_only"], comparison["discordant"]["baseline_only"]
+    p = exact_mcnemar(gains, losses)
+    text = (
+        f"exact McNemar test of a gain: {gains} items only the candidate got right, {losses} only the "
+        f"baseline, of {comparison['items']}: one-sided p = {p:.3g} vs alpha {alpha}"
+    )
+    return p <= alpha, text, {"name": "exact McNemar (one-sided)", "p": p, "alpha": alpha}
 
 
 def gate(comparison: dict[str, Any], policy: GatePolicy | None = None) -> dict[str, Any]:
+    """Promote or not, with the checks behind it (``compare``'s output in).
+
+    Besides ``promote``, ``gain`` (the estimate judged) and ``checks``:
+    ``test`` (the significance test, its p and alpha), ``power`` (``n``,
+    ``mde``: the smallest gain detectable with ``policy.power``, ``min_gain``,
+    ``needed_items`` for it, ``enough``) and ``sequential`` (the
+    anytime-valid test on the outcomes in evaluation order: e-values, a
+    decision and the item at which it could have stopped)."""
     policy = policy or GatePolicy()
     base, cand = comparison["baseline"], comparison["candidate"]
     checks = []
     reweighted = comparison.get("reweighted") if policy.reweight_own_labels else None
     judged = reweighted or comparison  # the estimate of the gain this gate goes by
-    low = judged["ci95"][0]
-    how = " (the baseline's own items reweighted to its traffic)" if reweighted else ""
-    checks.append(
-        (
-            low > policy.min_improvement,
-            f"accuracy gain CI lower bound {low:+.3f}{how} vs required > {policy.min_improvement:+.3f}",
+    sequence = comparison.get("sequence")
+    sequential = sequential_test(decode_outcomes(sequence), policy.alpha) if sequence is not None else None
+    power = _power(comparison, reweighted, policy)
+    passed, text, test = _significance(comparison, reweighted, sequential, policy)
+    checks.append((passed, f"{text}; {_power_text(power)}"))
+    if policy.min_improvement > 0:
+        low = judged["ci95"][0]
+        checks.append(
+            (
+                low > policy.min_improvement,
+                f"accuracy gain 95% CI lower bound {low:+.3f} vs required > {policy.min_improvement:+.3f}",
+            )
         )
-    )
     checks.append(
         (
             cand["error_rate"] - base["error_rate"] <= policy.max_error_rate_increase,
@@ -597,6 +643,9 @@ def gate(comparison: dict[str, Any], policy: GatePolicy | None = None) -> dict[s
         "promote": all(ok for ok, _ in checks),
         "gain": judged.get("difference"),
         "checks": [{"passed": ok, "check": text} for ok, text in checks],
+        "test": test,
+        "power": power,
+        "sequential": sequential,
     }
 
 
