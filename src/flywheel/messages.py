@@ -150,11 +150,45 @@ def _tool_call(call: Any) -> dict[str, Any] | None:
     return out
 
 
-def _content(value: Any) -> Any:
-    """Content in any shape -> a string when it is all text, else OpenAI parts."""
-    value = parse_json(value) if isinstance(value, str) and value[:2] in ("[{", "[ ") else value
+_PART_TYPES = {
+    "text",
+    "input_text",
+    "output_text",
+    "image_url",
+    "image",
+    "uri",
+    "blob",
+    "file",
+    "input_audio",
+}
+_NOT_CONTENT = {"tool_call", "tool_use", "tool_call_response", "tool_result", "reasoning", "thinking"}
+
+
+def _parts_in_text(value: str) -> Any:
+    """Content a library wrote as the JSON of a list of parts (and only that: a
+    user's own JSON text stays text)."""
+    if value[:1] != "[":
+        return value
+    parsed = parse_json(value)
+    if (
+        isinstance(parsed, list)
+        and parsed
+        and all(isinstance(p, dict) and (p.get("type") in _PART_TYPES | _NOT_CONTENT) for p in parsed)
+    ):
+        return parsed
+    return value
+
+
+def _content(value: Any, reasoning: list[str] | None = None) -> Any:
+    """Content in any shape -> a string when it is all text, else OpenAI parts.
+    Parts we do not map (audio, files...) are kept as they came; reasoning goes
+    to ``reasoning`` (not content, not lost)."""
+    if isinstance(value, str):
+        value = _parts_in_text(value)
     if value is None or isinstance(value, str):
         return value
+    if isinstance(value, dict) and "type" not in value and "message_content" not in value:
+        return _text(value)  # structured content: kept whole, as JSON text
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
@@ -165,26 +199,63 @@ def _content(value: Any) -> Any:
             parts.append({"type": "text", "text": part})
             continue
         if not isinstance(part, dict):
+            parts.append({"type": "text", "text": _text(part)})
             continue
         if "message_content" in part and isinstance(part["message_content"], dict):  # OpenInference
             part = part["message_content"]
         kind = part.get("type")
         if kind in ("text", "input_text", "output_text") or (kind is None and "text" in part):
             parts.append({"type": "text", "text": _text(part.get("text", part.get("content")))})
+        elif kind == "image_url" and isinstance(part.get("image_url"), dict):
+            parts.append(part)  # OpenAI's own (with its detail)
         elif kind in ("image_url", "image"):
             image = part.get("image_url") or part.get("image") or {}
             url = image.get("url") if isinstance(image, dict) else image
             if isinstance(image, dict) and isinstance(image.get("image"), dict):
                 url = image["image"].get("url")
-            if url:
-                parts.append({"type": "image_url", "image_url": {"url": str(url)}})
-        elif kind == "uri" and part.get("uri"):
+            parts.append({"type": "image_url", "image_url": {"url": str(url)}} if url else part)
+        elif kind == "uri" and part.get("uri") and str(part.get("modality", "image")) == "image":
             parts.append({"type": "image_url", "image_url": {"url": str(part["uri"])}})
-        elif kind in ("reasoning", "thinking", "tool_call", "tool_use", "tool_call_response", "tool_result"):
-            continue  # not content: reasoning is not trained on; calls and results are handled apart
-    if all(p["type"] == "text" for p in parts):
+        elif kind in ("reasoning", "thinking"):
+            if reasoning is not None:
+                reasoning.append(_text(part.get("content", part.get("thinking", part.get("text")))))
+        elif kind in _NOT_CONTENT:
+            continue  # calls and results are read apart
+        else:
+            parts.append(part)  # audio, files, what we do not know: kept as it came
+    if all(p.get("type") == "text" for p in parts):
         return "".join(p["text"] for p in parts) if parts else None
     return parts
+
+
+#: Keys of a message that the model reads apart; any other key is kept as it came.
+_MAPPED = {
+    "role",
+    "content",
+    "parts",
+    "tool_calls",
+    "tool_call_id",
+    "name",
+    "function_call",
+    "additional_kwargs",
+    "type",
+    "lc",
+    "kwargs",
+    "id",
+    "finish_reason",
+    "index",
+    "message",
+    "contents",
+    "function_call_name",
+    "function_call_arguments_json",
+    "response_metadata",
+    "usage_metadata",
+    "invalid_tool_calls",
+    "example",
+    "tool_call_chunks",
+    "status",
+    "artifact",
+}
 
 
 def normalize_message(message: Any, role: str | None = None) -> list[dict[str, Any]]:
@@ -213,6 +284,7 @@ def normalize_message(message: Any, role: str | None = None) -> list[dict[str, A
     extras: dict[str, Any] = {}
     calls: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
+    reasoning: list[str] = []
     if isinstance(message.get("parts"), list):  # GenAI semantic conventions
         text_parts = []
         for part in message["parts"]:
@@ -227,7 +299,7 @@ def normalize_message(message: Any, role: str | None = None) -> list[dict[str, A
                 results.append({"role": "tool", "tool_call_id": part.get("id"), "content": response})
             else:
                 text_parts.append(part)
-        content = _content(text_parts)
+        content = _content(text_parts, reasoning)
     else:
         raw = message.get("content")
         if isinstance(raw, list):  # Anthropic-style blocks may hold calls and results
@@ -246,9 +318,9 @@ def normalize_message(message: Any, role: str | None = None) -> list[dict[str, A
                             "content": block.get("content"),
                         }
                     )
-        content = _content(raw)
+        content = _content(raw, reasoning)
         if "contents" in message and content is None:  # OpenInference's list of parts
-            content = _content(message["contents"])
+            content = _content(message["contents"], reasoning)
     for call in _listed(message.get("tool_calls")):
         normalized = _tool_call(call)
         if normalized:
@@ -275,7 +347,13 @@ def normalize_message(message: Any, role: str | None = None) -> list[dict[str, A
         )
 
     if results and kind != "assistant":
-        return [_tool_message(r) for r in results]
+        # tool results (Anthropic-style, or GenAI parts), and what else the message said
+        rest = (
+            []
+            if content in (None, "", [])
+            else [{"role": kind if kind != "tool" else "user", "content": content}]
+        )
+        return [_tool_message(r) for r in results] + rest
     out: dict[str, Any] = {"role": kind, "content": content}
     if kind == "assistant" and calls:
         out["tool_calls"] = calls
@@ -285,10 +363,21 @@ def normalize_message(message: Any, role: str | None = None) -> list[dict[str, A
         tool_call_id = message.get("tool_call_id") or message.get("id")
         if tool_call_id:
             extras["tool_call_id"] = str(tool_call_id)
-        out["content"] = _tool_content(message.get("content") if content is None else content)
+        raw = message.get("content")
+        out["content"] = _tool_content(raw if isinstance(raw, str) or content is None else content)
     name = message.get("name")
-    if isinstance(name, str) and name and kind in ("user", "system"):
-        extras["name"] = name
+    if isinstance(name, str) and name and (kind != "tool" or "tool_call_id" not in extras):
+        extras["name"] = name  # a legacy function result is known by its name
+    reasoning_text = message.get("reasoning_content") or (
+        (message.get("additional_kwargs") or {}).get("reasoning_content")
+        if isinstance(message.get("additional_kwargs"), dict)
+        else None
+    )
+    if reasoning and not reasoning_text:
+        extras["reasoning_content"] = "".join(reasoning)
+    if "parts" not in message and "lc" not in message:
+        # fields of an OpenAI-like message we do not read (refusal, audio, reasoning...) are kept
+        extras.update({k: v for k, v in message.items() if k not in _MAPPED and v is not None})
     out.update(extras)
     if content is None and kind in ("user", "system"):
         out["content"] = ""
@@ -303,16 +392,24 @@ def _tool_message(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tool_content(value: Any) -> str:
-    """A tool's result as text: a serialised ToolMessage gives its content."""
-    value = parse_json(value) if isinstance(value, str) else value
-    if isinstance(value, dict) and value.get("lc") and isinstance(value.get("kwargs"), dict):
-        value = value["kwargs"].get("content")
-    elif isinstance(value, dict) and value.get("type") == "tool" and isinstance(value.get("data"), dict):
-        value = value["data"].get("content")
-    elif isinstance(value, dict) and value.get("type") == "tool" and "content" in value:
-        value = value["content"]
-    if isinstance(value, list) and all(isinstance(p, dict) and "text" in p for p in value):
-        value = "".join(_text(p["text"]) for p in value)
+    """A tool's result as text: a serialised LangChain ToolMessage gives its content;
+    any other text is kept exactly as it came."""
+    parsed = parse_json(value) if isinstance(value, str) else value
+    if isinstance(parsed, dict) and parsed.get("lc") and isinstance(parsed.get("kwargs"), dict):
+        return _tool_content(parsed["kwargs"].get("content"))
+    if isinstance(parsed, dict) and parsed.get("type") == "tool" and isinstance(parsed.get("data"), dict):
+        return _tool_content(parsed["data"].get("content"))
+    if (
+        isinstance(parsed, dict)
+        and parsed.get("type") == "tool"
+        and "content" in parsed
+        and "tool_call_id" in parsed
+    ):
+        return _tool_content(parsed["content"])
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(p, dict) and "text" in p for p in value):
+        return "".join(_text(p["text"]) for p in value)
     return _text(value)
 
 
@@ -387,8 +484,13 @@ def normalize_completion(
     value: Any, *, model: str | None = None, usage: dict[str, Any] | None = None
 ) -> dict[str, Any] | None:
     """A model's answer in any accepted shape -> a chat completion (choices of
-    normalised assistant messages); None when there is no answer."""
-    value = parse_json(value)
+    normalised assistant messages); None when there is no answer, or when
+    ``value`` is no chat shape at all (a structured output stays the caller's)."""
+    if isinstance(value, str):
+        parsed = parse_json(value)
+        value = parsed if _chat_shaped(parsed) else value  # JSON an answer holds is its text
+    elif not _chat_shaped(value):
+        return None
     if value is None or value == [] or value == "":
         return None
     body: dict[str, Any] = {}
@@ -440,6 +542,20 @@ def normalize_completion(
 
 
 _FINISH_REASONS = {"tool_call": "tool_calls", "function_call": "tool_calls", "max_tokens": "length"}
+
+
+_CHAT_KEYS = {"choices", "generations", "role", "parts", "message", "lc", "tool_calls"}
+
+
+def _chat_shaped(value: Any) -> bool:
+    """A chat completion, a message or a list of messages (not just any JSON)."""
+    if isinstance(value, dict):
+        return bool(_CHAT_KEYS & value.keys())
+    if isinstance(value, list):
+        return bool(value) and all(
+            isinstance(v, dict) and (_CHAT_KEYS | {"content"}) & v.keys() for v in value
+        )
+    return value is None
 
 
 def _choice(index: Any, message: dict[str, Any], finish_reason: Any) -> dict[str, Any]:

@@ -200,7 +200,7 @@ def test_images_stay_content_parts_and_reasoning_is_not_content():
         {"type": "text", "text": "What is this?"},
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
     ]
-    assert messages[1] == {"role": "assistant", "content": "A cat."}
+    assert messages[1] == {"role": "assistant", "content": "A cat.", "reasoning_content": "hmm"}
 
 
 def test_tools_from_each_convention_become_openai_tools():
@@ -268,3 +268,42 @@ def test_junk_never_raises(junk):
     normalize_messages(junk)
     normalize_tools(junk)
     normalize_completion(junk)
+
+
+def test_what_no_shape_explains_is_kept_not_lost():
+    """Content a user logged through the SDK survives normalisation."""
+    messages = normalize_messages(
+        [
+            {"role": "user", "content": '[{"sku": "A1", "qty": 2}]'},  # the user's own JSON text
+            {"role": "user", "content": {"query": "shoes", "size": 42}},  # structured content
+            {
+                "role": "user",
+                "content": [{"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}}],
+            },
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u", "detail": "high"}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "42"},
+                    {"type": "text", "text": "and now?"},
+                ],
+            },
+            {"role": "function", "name": "get_weather", "content": "18C"},
+            {"role": "assistant", "content": "hi", "refusal": None, "reasoning_content": "because"},
+            {"role": "tool", "tool_call_id": "c1", "content": '{"temp": 20.10}'},
+        ]
+    )
+    assert messages[0]["content"] == '[{"sku": "A1", "qty": 2}]'
+    assert json.loads(messages[1]["content"]) == {"query": "shoes", "size": 42}
+    assert messages[2]["content"][0]["input_audio"]["data"] == "UklG"
+    assert messages[3]["content"][0]["image_url"]["detail"] == "high"
+    assert messages[4] == {"role": "tool", "content": "42", "tool_call_id": "t1"}
+    assert messages[5] == {"role": "user", "content": "and now?"}
+    assert messages[6] == {"role": "tool", "content": "18C", "name": "get_weather"}
+    assert messages[7] == {"role": "assistant", "content": "hi", "reasoning_content": "because"}
+    assert messages[8]["content"] == '{"temp": 20.10}'  # exactly as the tool wrote it
+    # a structured answer is the answer's text, not a message
+    assert normalize_completion('{"title": "T", "content": "body"}')["choices"][0]["message"]["content"] == (
+        '{"title": "T", "content": "body"}'
+    )
+    assert normalize_completion({"answer": 42}) is None  # no chat shape: the caller keeps it as it came

@@ -328,3 +328,57 @@ def test_a_bad_span_is_refused_alone_and_its_neighbours_kept(store, settings):
     assert [s.kind for s in store.get_task(TASK).steps] == ["llm_call", "tool_call", "llm_call"]
     (step,) = store.get_task(str(uuid.UUID(bytes=bytes(range(2, 18))))).steps
     assert "\x00" not in step.name and step.data["messages"][0]["content"].startswith("a")
+
+
+def test_a_span_id_of_digits_is_not_redacted(store, settings):
+    """An id that happens to look like a card number is an id, not content."""
+    digits = bytes.fromhex("4111111111111111")
+    call = Span(
+        trace_id=TRACE,
+        span_id=digits,
+        name="chat",
+        start_time_unix_nano=T0,
+        end_time_unix_nano=T0 + 5,
+        attributes=kvs(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "m",
+                "gen_ai.input.messages": '[{"role":"user","content":"card 4111111111111111"}]',
+            }
+        ),
+    )
+    ingestor = Ingestor(store, settings)
+    prepared, _ = ingestor.prepare_traces(trace_export([call]), "application/x-protobuf")
+    assert not prepared.rejected
+    ingestor.write(prepared)
+    (step,) = store.get_task(TASK).steps
+    assert "4111111111111111" not in step.data["messages"][0]["content"]  # the content is redacted
+
+
+def test_a_task_completed_later_is_new_to_incremental_curation(store, settings):
+    ingestor = Ingestor(store, settings)
+    ingest(ingestor, [("traces", spans()[1:])])
+    first = store.get_task(TASK)
+    with store.engine.connect() as conn:
+        from flywheel.store import tables as t
+
+        before = conn.execute(t.tasks.select().where(t.tasks.c.id == TASK)).mappings().one()["ingested_at"]
+    ingest(ingestor, [("traces", spans()[:1]), ("logs", logs())])
+    with store.engine.connect() as conn:
+        after = conn.execute(t.tasks.select().where(t.tasks.c.id == TASK)).mappings().one()["ingested_at"]
+    assert first.ended_at is None and store.get_task(TASK).ended_at is not None
+    assert after > before
+
+
+def test_a_log_resent_in_another_batch_is_a_duplicate_and_other_logs_are_ignored(store, settings):
+    ingestor = Ingestor(store, settings)
+    events = logs()
+    ingest(ingestor, [("traces", spans()), ("logs", events)])
+    expected = stored(store)
+    app_log = LogRecord(trace_id=TRACE, span_id=CALL1, time_unix_nano=T0 + 13, body=value("GET /health 200"))
+    for resend in ([events[1]], [events[2], events[0]], [app_log]):
+        prepared, otlp = ingestor.prepare_logs(logs_export(resend), "application/x-protobuf")
+        result = ingestor.write(prepared)
+        assert result.stored == 0
+    assert otlp.ignored == 1
+    assert stored(store) == expected

@@ -273,9 +273,18 @@ def span_records(request: ExportTraceServiceRequest) -> OtlpRecords:
     return out
 
 
+def _is_genai_event(name: str, attrs: dict[str, Any], body: Any) -> bool:
+    """A GenAI event (by its name, or content attributes in its attributes or body)."""
+    if name.startswith("gen_ai."):
+        return True
+    keys = set(attrs) | (set(body) if isinstance(body, dict) else set())
+    return any(k.startswith(("gen_ai.", "llm.")) for k in keys)
+
+
 def log_records(request: ExportLogsServiceRequest) -> OtlpRecords:
-    """One record per log record that belongs to a span (GenAI events carry the
-    message content); log records outside any trace are ignored."""
+    """One record per GenAI event that belongs to a span (they carry the message
+    content); log records outside a trace, and an application's other logs, are
+    ignored."""
     out = OtlpRecords()
     index = -1
     for resource_logs in request.resource_logs:
@@ -294,18 +303,26 @@ def log_records(request: ExportLogsServiceRequest) -> OtlpRecords:
                     continue
                 attrs = _attributes(record.attributes)
                 name = getattr(record, "event_name", "") or attrs.get("event.name") or ""
+                body = _any_value(record.body) if record.HasField("body") else None
+                if not _is_genai_event(str(name), attrs, body):
+                    out.ignored += 1  # an application's own logs: nothing of a task
+                    continue
                 data = {
                     "span_id": record.span_id.hex(),
                     "time": record.time_unix_nano or record.observed_time_unix_nano,
                     "index": index,  # the order of the messages when times tie
                     "event_name": str(name),
                     "attributes": attrs,
-                    "body": _any_value(record.body) if record.HasField("body") else None,
+                    "body": body,
                     "resource": resource,
                     "scope": scope,
                 }
+                # The id leaves the record's place in its export out: a retry batched
+                # differently is still recognised.
                 content = orjson.dumps(
-                    data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str
+                    {k: v for k, v in data.items() if k != "index"},
+                    option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+                    default=str,
                 )
                 out.records.append(
                     {
@@ -474,7 +491,9 @@ def _llm_payload(span: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, 
         for name, event_attrs, body in events:
             if name in _MESSAGE_EVENTS:
                 content = body if body is not None else event_attrs
-                if isinstance(content, dict) and "role" not in content:
+                if not isinstance(content, dict):
+                    content = {"content": content}
+                if "role" not in content:
                     content = {**content, "role": _MESSAGE_EVENTS[name]}
                 messages.extend(normalize_messages([content]))
     elif attribute("gen_ai.prompt") is not None:  # the older span event
@@ -528,7 +547,14 @@ def _llm_payload(span: dict[str, Any], logs: list[dict[str, Any]]) -> dict[str, 
         completion = normalize_completion(answer)
     elif choices := [(a, b) for name, a, b in events if name == "gen_ai.choice"]:
         completion = normalize_completion(
-            [body if isinstance(body, dict) else attrs_ for attrs_, body in choices]
+            [
+                body
+                if isinstance(body, dict)
+                else {"message": {"role": "assistant", "content": body}}
+                if body is not None
+                else attrs_
+                for attrs_, body in choices
+            ]
         )
     elif attribute("gen_ai.completion") is not None:
         completion = normalize_completion(attribute("gen_ai.completion"))
@@ -580,8 +606,13 @@ def _unwrapped_input(value: Any) -> tuple[Any, str | None]:
     kwargs: dict[str, Any] = value["kwargs"] if isinstance(value.get("kwargs"), dict) else {}
     found = kwargs.get("tool_call_id")
     call_id = str(found) if found else None
-    if "inputs" in value and set(value) <= {"inputs", "input_str", "kwargs", "tags", "metadata"}:
-        return value["inputs"], call_id
+    wrapper = {"inputs", "input_str", "kwargs", "tags", "metadata"}
+    if (
+        "inputs" in value
+        and set(value) <= wrapper
+        and ("input_str" in value or {"tags", "kwargs"} <= set(value))
+    ):
+        return value["inputs"], call_id  # a LangChain run's inputs, as OpenLLMetry wraps them
     if set(value) == {"args", "kwargs"} and isinstance(value["args"], list):
         args, rest = value["args"], {k: v for k, v in kwargs.items() if k != "tool_call_id"}
         if rest and not args:
@@ -606,10 +637,11 @@ def _tool_output(value: Any) -> tuple[Any, str | None]:
         if message is not None:
             call_id = message.get("tool_call_id")
             return parse_json(message.get("content")), str(call_id) if call_id else None
-        if "output" in value and set(value) <= {"output", "kwargs"}:
-            return _tool_output(parse_json(value["output"]))
-        if "outputs" in value and set(value) <= {"outputs", "kwargs"}:
-            return _tool_output(parse_json(value["outputs"]))
+        for key in ("output", "outputs"):  # OpenLLMetry's wrapper of a LangChain run's result
+            inner = parse_json(value.get(key))
+            langchain = isinstance(inner, dict) and bool(inner.get("lc") or inner.get("type") == "tool")
+            if key in value and set(value) <= {key, "kwargs"} and ("kwargs" in value or langchain):
+                return _tool_output(inner)
     return value, None
 
 

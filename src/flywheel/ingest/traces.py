@@ -24,6 +24,9 @@ __all__ = ["assemble_rows", "prepare_records"]
 
 log = logging.getLogger(__name__)
 
+#: The parts of a span or log record that hold logged content (redacted, size-checked).
+_CONTENT = ("name", "status_message", "attributes", "events", "resource", "body", "event_name", "scope")
+
 
 def prepare_records(otlp: OtlpRecords, redactor: Redactor, prices: PriceTable | None) -> PreparedBatch:
     """Redact and check an export's records; the good ones become ``otel_records`` rows."""
@@ -35,9 +38,13 @@ def prepare_records(otlp: OtlpRecords, redactor: Redactor, prices: PriceTable | 
             continue
         data = record["data"]
         redactions = 0
+        # Content only: ids, times and status are ours to read, and an id of digits
+        # can look like a card number.
+        content = {k: data[k] for k in _CONTENT if k in data}
         try:
-            if redactor.needs_walk(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)):
-                data, redactions = redactor.value(data, "")
+            if redactor.needs_walk(orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)):
+                content, redactions = redactor.value(content, "")
+                data = {**data, **content}
         except FieldTooLong as exc:
             prepared.rejected.append(EventError(index, record["span_id"], exc.path.lstrip("."), str(exc)))
             continue
@@ -75,6 +82,8 @@ def assemble_rows(
     for problem in prepared.rejected:
         log.warning("trace %s: assembled %s left out: %s", task_id, problem.field, problem.message)
     rows = prepared.rows
+    # What the store holds of this trace stays where the new assembly is incomplete.
+    rows.incomplete = bool(prepared.rejected)
     total = sum(int(r.get("redactions") or 0) for r in records)
     for task in rows.tasks_started + rows.tasks_finished:
         task["redactions"] = total

@@ -13,8 +13,7 @@ import queue
 import threading
 from concurrent.futures import Future
 
-from flywheel.store import RowBatch, Store, WriteResult
-from flywheel.store.store import TraceAssembler
+from flywheel.store import RowBatch, Store, TraceAssembler, WriteResult
 
 __all__ = ["BulkWriter"]
 

@@ -5,13 +5,14 @@ store. Rows stay inside this package: callers get ``flywheel.records``.
 """
 
 from flywheel.store.engine import create_store_engine, current_revision, upgrade_schema
-from flywheel.store.store import SCOPES, ApiKey, RowBatch, Store, WriteResult
+from flywheel.store.store import SCOPES, ApiKey, RowBatch, Store, TraceAssembler, WriteResult
 
 __all__ = [
     "SCOPES",
     "ApiKey",
     "RowBatch",
     "Store",
+    "TraceAssembler",
     "WriteResult",
     "create_store_engine",
     "current_revision",

@@ -127,11 +127,13 @@ def finish_task_statement(table: Table, dialect: str) -> BulkStatement:
 
 
 def replace_statement(table: Table, dialect: str) -> BulkStatement:
-    """Upsert that replaces every column but the id and the first ingestion time:
-    for rows that are a function of other stored rows (a trace's task and steps,
-    assembled from its OpenTelemetry records)."""
+    """Upsert that replaces every column but the id: for rows that are a function
+    of other stored rows (a trace's task and steps, assembled from its
+    OpenTelemetry records). ``ingested_at`` moves too, so that incremental
+    curation, which reads what was ingested since its last cutoff, sees a task
+    whose root or content arrived later."""
     names, encoders, marks = _columns(table, dialect)
-    kept = {"id", "ingested_at"}
+    kept = {"id"}
     assignments = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in kept)
     sql = (
         f'INSERT INTO "{table.name}" ({_quoted(names)}) VALUES ({", ".join(marks)}) '
