@@ -187,14 +187,15 @@ def test_a_cycle_builds_no_candidate_while_the_eval_split_is_too_small(
     run = run_cycle(store, "bfcl", chosen, model_for=lambda config: student)
     assert run.status == "succeeded" and run.outcome == "no_candidate"
     by = {s["stage"]: s["outputs"] for s in get_cycle(store, run.id)["stages"]}
-    held_out = by["curate"]["splits"].get("eval", 0)
-    assert 0 < held_out < 500
+    held_out = by["curate"]["eval_set"]["items"]  # the standing set: the eval split's labelled items
+    assert 0 < held_out <= by["curate"]["splits"].get("eval", 0) < 500
     expected = f"{held_out} held-out items (the policy needs 500)"
     assert by["improve"]["candidates"] == [] and by["improve"]["skipped"] == expected
     assert by["evaluate"]["reason"] == expected
     assert len(list_versions(store, "bfcl")) == 1  # the baseline: nothing was built
 
-    # no eval split at all (rules that hold nothing out): the same, not a failed cycle
+    # judged on the dataset's split alone (no standing set), and no eval split at all
+    # (rules that hold nothing out): the same, not a failed cycle
     from flywheel.curate import DEFAULT_RULES
 
     rules = tmp_path / "no-eval.yaml"
@@ -203,7 +204,10 @@ def test_a_cycle_builds_no_candidate_while_the_eval_split_is_too_small(
     serve(fw, items, student, 10, seed=9)
     fw.close()
     run = run_cycle(
-        store, "bfcl", policy(tmp_path, rules=str(rules), watch_seconds=0), model_for=lambda c: student
+        store,
+        "bfcl",
+        policy(tmp_path, rules=str(rules), watch_seconds=0, eval_set="dataset"),
+        model_for=lambda c: student,
     )
     assert run.status == "succeeded" and run.outcome == "no_candidate"
     by = {s["stage"]: s["outputs"] for s in get_cycle(store, run.id)["stages"]}

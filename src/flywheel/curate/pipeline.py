@@ -524,6 +524,8 @@ def _curate(
     # out (eval would flatter that version against every candidate).
     eval_questions = {e.question for k in sessions if split_of_session[k] == "eval" for e in members_of[k]}
     eval_questions -= trained
+    # The workload's standing evaluation set never trains either (its retired items too).
+    standing = store.eval_set_questions(workload)
     membership_rows: list[tuple[str, str, float]] = []
     split_counts: Counter[str] = Counter()
     final: list[_Kept] = []
@@ -535,6 +537,9 @@ def _curate(
                 continue
             if split != "eval" and member.question in eval_questions:
                 counts["dropped_eval_overlap"] += 1
+                continue
+            if split != "eval" and member.question in standing:
+                counts["dropped_standing_eval_overlap"] += 1
                 continue
             final.append(member)
             split_counts[split] += 1

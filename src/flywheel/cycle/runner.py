@@ -29,6 +29,7 @@ from sqlalchemy import func, select, update
 from flywheel.agents.tool_agent import AgentConfig
 from flywheel.curate import DEFAULT_RULES, load_rules, parse_rules
 from flywheel.curate import curate as run_curate
+from flywheel.curate.eval_set import grow_eval_set
 from flywheel.cycle.lock import StoreLock, _aware
 from flywheel.deploy import create_version, deployment, get_version, promote, rollback, set_canary
 from flywheel.deploy.live import LivePolicy, live_rates
@@ -45,6 +46,7 @@ from flywheel.evaluate.offline import (
     label_origins,
     record_evaluation,
 )
+from flywheel.evaluate.standing import standing_items
 from flywheel.improve import STRATEGIES, build_candidate, check_strategy
 from flywheel.models.base import ChatModel
 from flywheel.records import new_id, utcnow
@@ -100,6 +102,10 @@ class CyclePolicy(BaseModel):
     few_shot_k: int = Field(3, ge=1, le=16)
     eval_workers: int = Field(1, ge=1, le=16)
     min_eval_items: int = Field(10, ge=1)
+    # what the gate judges on: the workload's standing evaluation set, which grows
+    # every cycle (``flywheel.curate.eval_set``), or only this cycle's eval split
+    eval_set: Literal["standing", "dataset"] = "standing"
+    eval_max_age_days: float | None = Field(None, gt=0)  # older labels wait for re-validation
     gate: GateSettings = Field(default_factory=GateSettings)
     canary_share: float = Field(0.2, gt=0, le=1)
     watch_seconds: float = Field(600.0, ge=0)  # how long the canary is watched at most
@@ -224,7 +230,17 @@ def _curate(ctx: _Context) -> dict[str, Any]:
         result = run_curate(ctx.store, ctx.workload, rules, now=cutoff)
         data = ctx.store.get_dataset(result.dataset_id)
     s = data["summary"]
+    grown = None
+    if ctx.policy.eval_set == "standing":
+        latest_set = ctx.store.latest_eval_set(ctx.workload)
+        if latest_set is None or latest_set["dataset_id"] != data["id"]:  # not grown before a crash
+            grown = grow_eval_set(
+                ctx.store, ctx.workload, data["id"], max_age_days=ctx.policy.eval_max_age_days, now=cutoff
+            )
+        else:
+            grown = {k: latest_set[k] for k in ("items", "added")} | {"version": latest_set["number"]}
     return {
+        "eval_set": grown,
         "dataset": data["id"],
         "tasks_processed": s.get("tasks_processed", 0),
         "examples": s.get("examples", 0),
@@ -250,7 +266,7 @@ def _review(ctx: _Context) -> dict[str, Any]:
 def _improve(ctx: _Context) -> dict[str, Any]:
     dataset = ctx.outputs["curate"]["dataset"]
     base = get_version(ctx.store, ctx.outputs["baseline"]["stable_version"])
-    held_out = len(_held_out_items(ctx.store, dataset))
+    held_out = len(_gate_items(ctx, dataset))
     if held_out < ctx.policy.min_eval_items:
         # a candidate the gate cannot judge could never be promoted: build none
         # (minutes of training saved) until more traffic fills the eval split
@@ -274,6 +290,13 @@ def _improve(ctx: _Context) -> dict[str, Any]:
     return {"dataset": dataset, "base": base.id, "candidates": candidates}
 
 
+def _gate_items(ctx: _Context, dataset: str) -> list[EvalItem]:
+    """What the gate judges on: the standing set, or the dataset's eval split."""
+    if ctx.policy.eval_set == "standing":
+        return standing_items(ctx.store, ctx.workload)
+    return _held_out_items(ctx.store, dataset)
+
+
 def _held_out_items(store: Store, dataset: str) -> list[EvalItem]:
     try:
         return eval_items(store, dataset)
@@ -283,7 +306,7 @@ def _held_out_items(store: Store, dataset: str) -> list[EvalItem]:
 
 def _evaluate(ctx: _Context) -> dict[str, Any]:
     dataset = ctx.outputs["curate"]["dataset"]
-    items = _held_out_items(ctx.store, dataset)
+    items = _gate_items(ctx, dataset)
     built = [c for c in ctx.outputs["improve"]["candidates"] if c["version"]]
     if len(items) < ctx.policy.min_eval_items or not built:
         why = (

@@ -25,8 +25,9 @@ from flywheel.store import tables as t
 from flywheel.store.bulk import finish_task_statement, insert_statement, replace_statement
 from flywheel.store.curation import CurationQueries
 from flywheel.store.engine import WRITE_OPTION, create_store_engine, upgrade_schema
+from flywheel.store.eval_set import EvalSetQueries
 
-__all__ = ["SCOPES", "ApiKey", "RowBatch", "Store", "WriteResult"]
+__all__ = ["SCOPES", "ApiKey", "RowBatch", "Store", "TraceAssembler", "WriteResult"]
 
 SCOPES = ("ingest", "review", "admin")
 
@@ -43,6 +44,8 @@ class RowBatch:
     annotations: list[dict[str, Any]] = field(default_factory=list)
     #: OpenTelemetry spans and log records; their traces are assembled on write
     otel_records: list[dict[str, Any]] = field(default_factory=list)
+    #: an assembly that left something out: the trace's other stored steps are kept
+    incomplete: bool = False
 
     def __len__(self) -> int:
         return sum(len(rows) for _, rows in self.parts())
@@ -90,7 +93,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class Store(CurationQueries):
+class Store(CurationQueries, EvalSetQueries):
     """A handle on one database. Thread-safe; open one per process and share it."""
 
     def __init__(self, engine: Engine) -> None:
@@ -157,6 +160,7 @@ class Store(CurationQueries):
         with self._writing() as conn:
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
+                new_records = False
                 for part, statement in self._statements:
                     for batch, result in zip(batches, results, strict=True):
                         rows = getattr(batch, part)
@@ -165,8 +169,10 @@ class Store(CurationQueries):
                             stored = max(cursor.rowcount, 0)
                             result.stored += stored
                             result.duplicates += len(rows) - stored
+                            new_records = new_records or (part == "otel_records" and stored > 0)
+                # A re-sent export adds nothing: its traces are as assembled already.
                 traces = sorted({r["task_id"] for batch in batches for r in batch.otel_records})
-                if traces and assemble is not None:
+                if traces and new_records and assemble is not None:
                     self._assemble_traces(conn, cursor, traces, assemble)
             finally:
                 cursor.close()
@@ -201,14 +207,15 @@ class Store(CurationQueries):
                 cursor.executemany(self._replace_task.sql, self._replace_task.params(tasks))
             if assembled.steps:
                 cursor.executemany(self._replace_step.sql, self._replace_step.params(assembled.steps))
+            if assembled.incomplete:
+                continue
             # A span once read as a step may not be one any more (a model call found
             # to wrap another): the trace's steps are exactly the assembled ones.
-            keep = [s["id"] for s in assembled.steps]
-            conn.execute(
-                t.steps.delete().where(t.steps.c.task_id == task_id, t.steps.c.id.not_in(keep))
-                if keep
-                else t.steps.delete().where(t.steps.c.task_id == task_id)
-            )
+            keep = {s["id"] for s in assembled.steps}
+            held = conn.execute(select(t.steps.c.id).where(t.steps.c.task_id == task_id)).scalars()
+            gone = [step_id for step_id in held if step_id not in keep]
+            for start in range(0, len(gone), 500):
+                conn.execute(t.steps.delete().where(t.steps.c.id.in_(gone[start : start + 500])))
 
     # -------------------------------------------------------------- tasks
 

@@ -305,6 +305,43 @@ eval_results = Table(
     Column("created_at", Time, nullable=False),
 )
 
+eval_set_items = Table(
+    # A workload's standing evaluation set: labelled items kept across cycles, never
+    # trained on; an item is a curated example (its messages, tools and target).
+    "eval_set_items",
+    metadata,
+    Column("id", ID, primary_key=True),  # the example's id (answers are cached per (version, item))
+    Column("workload", String(200), nullable=False),
+    Column("question", String(20), nullable=False),  # the normalised question's hash: never trained on
+    Column("stratum", String(400), nullable=False),  # intent|tool(s)
+    Column("provenance", String(40), nullable=False),  # correction, review, confirmed, seed, simulated
+    Column("task_id", ID, nullable=False),
+    Column("labelled_at", Time, nullable=False),  # when the label was made (the task's time)
+    Column("added_version", Integer, nullable=False),
+    Column("added_at", Time, nullable=False),
+    Column("tools_fingerprint", String(64)),  # the offered tools when the label was made or re-validated
+    Column("stale", String(400)),  # why the item is held out of the gate until re-validated
+    Column("validated_at", Time),
+    Column("retired_at", Time),  # replaced by a newer label of the same question, or removed
+    Index(None, "workload", "retired_at"),
+    Index(None, "workload", "question"),
+)
+
+eval_set_versions = Table(
+    "eval_set_versions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("workload", String(200), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("items", Integer, nullable=False),  # active items in this version
+    Column("added", Integer, nullable=False),
+    Column("retired", Integer, nullable=False),
+    Column("dataset_id", ID),
+    Column("summary", Json, nullable=False),  # per stratum and provenance
+    Column("created_at", Time, nullable=False),
+    Index(None, "workload", "number", unique=True),
+)
+
 evaluations = Table(
     "evaluations",
     metadata,

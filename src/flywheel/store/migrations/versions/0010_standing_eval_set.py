@@ -42,7 +42,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_eval_set_items")),
     )
     op.create_index(
-        op.f("ix_eval_set_items_workload_retired_at"), "eval_set_items", ["workload", "retired_at"], unique=False
+        op.f("ix_eval_set_items_workload_retired_at"),
+        "eval_set_items",
+        ["workload", "retired_at"],
+        unique=False,
     )
     op.create_index(
         op.f("ix_eval_set_items_workload_question"), "eval_set_items", ["workload", "question"], unique=False
