@@ -122,3 +122,25 @@ def test_cycles_judge_on_the_whole_set_and_answer_only_what_is_new(
             t.eval_results.select().where(t.eval_results.c.version_id == stable)
         ).fetchall()
     assert len(answered) == len({r.item_id for r in answered}) <= sets[1]["items"]
+
+
+def test_the_set_on_the_command_line(settings, store, items, student, monkeypatch):  # noqa: F811
+    import json
+
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+
+    fw = flywheel.init("bfcl", settings=settings)
+    serve(fw, items, student, 60, seed=0)
+    fw.close()
+    grow_eval_set(store, "bfcl", run_curate(store, "bfcl", RULES).dataset_id)
+    monkeypatch.setenv("FLYWHEEL_DATABASE_URL", settings.database_url)
+    runner = CliRunner()
+    shown = json.loads(runner.invoke(app, ["evalset", "show", "bfcl", "--json"]).stdout)
+    assert [v["number"] for v in shown["versions"]] == [1] and shown["items"]
+    item = shown["items"][0]["id"]
+    result = runner.invoke(app, ["evalset", "validate", item])
+    assert result.exit_code == 0 and "fresh again" in result.stdout
+    missing = runner.invoke(app, ["evalset", "show", "nope"])
+    assert missing.exit_code != 0

@@ -17,6 +17,7 @@ from flywheel.cli import (
     data,
     demo,
     deploy,
+    evalset,
     evaluate,
     improve,
     keys,
@@ -51,6 +52,7 @@ app.add_typer(curate.datasets_app, name="datasets")
 app.add_typer(deploy.versions_app, name="versions")
 app.add_typer(deploy.deploy_app, name="deploy")
 app.command("eval")(evaluate.eval_)
+app.add_typer(evalset.evalset_app, name="evalset")
 app.command("improve")(improve.improve)
 app.add_typer(knowledge.knowledge_app, name="knowledge")
 app.add_typer(cycle.cycle_app, name="cycle")
