@@ -420,6 +420,7 @@ class CurationTask:
     retries: int = 0  # tool calls that were a later attempt
     fallback: bool = False
     output_json: str | None = None  # decoded on use (``output``)
+    intent: str | None = None  # the task's ``intent`` (else ``category``) metadata
     feedback: list[dict[str, Any]] = dataclass_field(default_factory=list)
     corrections: list[dict[str, Any]] = dataclass_field(default_factory=list)
     annotations: list[dict[str, Any]] = dataclass_field(default_factory=list)

@@ -234,6 +234,37 @@ def test_a_cycle_waits_for_reviews_when_its_policy_says_so(settings, store, item
     assert len([e for e in store.audit_events("task", limit=1000) if e.action == "review.approve"]) == pending
 
 
+def test_a_cycle_asks_for_its_review_budget_and_waits_only_for_that_batch(
+    settings, store, items, student, tmp_path
+):
+    from flywheel.ingest import Ingestor
+    from flywheel.review import review
+
+    fw = flywheel.init("bfcl", settings=settings)
+    serve(fw, items, student, 60, seed=4)
+    fw.close()
+    chosen = policy(tmp_path, review="wait", review_budget=3, watch_seconds=0, watch_min_tasks=0)
+    run = run_cycle(store, "bfcl", chosen, model_for=lambda config: student)
+    pending = store.review_queue("bfcl", limit=1000)
+    batch = store.review_queue("bfcl", limit=1000, cycle_id=run.id)
+    assert run.status == "waiting" and len(pending) > 3 and len(batch) == 3
+    assert batch == pending[:3]  # the best expected value first
+    more = len(pending) - 3
+    assert run.result["reason"] == (
+        f"3 review items pending for bfcl (this cycle's budget: 3; {more} more ranked, not queued)"
+    )
+    assert len({i["priority"] for i in pending}) > 1 and all(i["factors"] for i in pending)
+    ingestor = Ingestor(store, settings)
+    for item in batch:
+        review(store, ingestor, item["task_id"], "approve", reviewer="ana")
+    ingestor.close()
+    again = run_cycle(store, "bfcl", chosen, model_for=lambda config: student)
+    assert again.id == run.id and again.status == "succeeded"
+    stage = next(s for s in get_cycle(store, run.id)["stages"] if s["stage"] == "review")["outputs"]
+    assert (stage["budget"], stage["selected"], stage["pending"]) == (3, 3, 0)
+    assert stage["backlog"] == len(pending) - 3 == len(store.review_queue("bfcl", limit=1000))
+
+
 def test_one_cycle_per_workload_at_a_time(store):
     held = StoreLock(store, "cycle:bfcl", ttl=30).acquire()
     try:

@@ -26,6 +26,7 @@ from operator import attrgetter
 from typing import Any
 
 import numpy as np
+import orjson
 
 from flywheel.curate.examples import (
     Example,
@@ -44,10 +45,11 @@ from flywheel.curate.examples import (
     stratified_ranks,
     weight,
 )
+from flywheel.curate.priority import Coverage, Scorer, disagreement_of, disagreement_signal, uncertainty_of
 from flywheel.curate.rules import RulesFile
-from flywheel.curate.signals import facts, rule_matcher
+from flywheel.curate.signals import TaskFacts, facts, rule_matcher
 from flywheel.errors import InvalidInput
-from flywheel.records import utcnow
+from flywheel.records import CurationTask, utcnow
 from flywheel.store import Store
 
 log = logging.getLogger(__name__)
@@ -63,10 +65,6 @@ class CurationResult:
     number: int
     workload: str
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def _review_reason(example: Example | None, reason: str) -> str:
-    return reason if example is None else f"{reason} ({example.question[:80]})"
 
 
 @contextlib.contextmanager
@@ -147,13 +145,22 @@ class _Kept:
         return (self.task_at, self.source == "correction") > (other.task_at, other.source == "correction")
 
 
+_Margin = tuple[str, float, float, float]  # (dimension, score, threshold, borderline or judge's score)
+
+
 @dataclass(slots=True)
 class _Review:
+    """A review item as pass one makes it: its terms worked out where the task is at
+    hand (in a worker), coverage and novelty added in pass two."""
+
     task_id: str
     rule: str
-    reason: str
-    priority: float
-    tools: tuple[str, ...]
+    tools: tuple[str, ...] | None  # its answer's tools; None: no answer to learn from
+    guessed: bool  # tools: the ones offered (it called none of them)
+    intent: str | None
+    uncertainty: tuple[float, str]
+    disagreement: tuple[float, str]
+    factors: str  # the JSON of its factors (``flywheel.curate.priority.value``)
 
 
 @dataclass
@@ -249,11 +256,14 @@ class _PassOne:
             self.workload, first, following, ingested_after=after, ingested_until=until
         )
         candidates: list[Example] = []
+        about: dict[str, TaskFacts] = {}  # task id -> what a judge's dispute needs of it
+        offered = _Offered()  # the names in each offered tool list (a chunk's tasks share them)
         for task in tasks:
             out.processed += 1
             if self.incremental:
                 out.task_ids.append(task.id)
-            rule = self.match(facts(task, percentiles))
+            known = facts(task, percentiles)
+            rule = self.match(known)
             if rule is None:
                 out.counts["unmatched"] += 1
                 continue
@@ -275,27 +285,29 @@ class _PassOne:
             if example is None:
                 out.handled["no_llm_call_or_answer"] += 1
                 if rule.action == "review":
-                    out.reviews.append(_Review(task.id, rule.name, f"rule {rule.name!r}", 0.5, ()))
+                    out.reviews.append(_review(task.id, rule.name, None, known, offered))
                 continue
             out.tool_counts.update(example.tools_used)
             if rule.action == "review":  # a human decides: no scores needed yet
-                out.reviews.append(_review(example, f"rule {rule.name!r}"))
+                out.reviews.append(_review(task.id, rule.name, example, known, offered))
                 continue
             example.quality = assess(example, rules, now)
             verdict = _quality_verdict(example, rules)
             if verdict == "drop":
                 out.counts["low_quality"] += 1
                 continue
-            if verdict != "pass":
-                out.reviews.append(_review(example, verdict))
+            if not isinstance(verdict, str):  # a score just under its threshold
+                out.reviews.append(_review(task.id, rule.name, example, known, offered, margin=verdict))
                 out.counts["borderline"] += 1
                 continue
+            if self.judge is not None:
+                about[task.id] = known
             candidates.append(example)
             for pair in preference_examples(task, rule.name, drop_system=rules.drop_system_messages):
                 pair.quality = assess(pair, rules, now)
                 candidates.append(pair)
         if self.judge is not None and candidates:
-            candidates = _judged(self.judge, rules, candidates, out.reviews, out.counts)
+            candidates = _judged(self.judge, rules, candidates, out.reviews, out.counts, about, offered)
         out.kept = [_compact(e, rules, number, row) for row, e in enumerate(candidates)]
         out.keys = _keys(candidates, rules) if candidates else None
         encoded, out.tool_sets = self.store.encode_examples([_example_row(e, now) for e in candidates])
@@ -550,6 +562,7 @@ def _curate(
     # exact and near-duplicate removal, staleness and the splits' overlap drops.
     usable_per_rule = Counter(m.rule for m in final if m.chunk >= 0 and m.id not in known)
     usable = sum(usable_per_rule.values())
+    coverage = _eval_coverage(final, membership_rows, tool_counts)
     summary = {
         "tasks_processed": processed,
         "carried_over": carried,
@@ -561,6 +574,10 @@ def _curate(
         "sources": dict(Counter(e.source for e in final)),
         "kinds": dict(Counter(e.kind for e in final)),
         "review_items": len(reviews),
+        "eval_coverage": {  # what review items' priorities count (flywheel.curate.priority)
+            "tools": dict(sorted(coverage.tools.items())),
+            "examples": dict(sorted(tool_counts.items())),
+        },
         "signal_density": {
             "counts": "new examples this run's tasks added to the version (after exact and near-duplicate "
             "removal, staleness and split-overlap drops; not one the previous version held, nor a "
@@ -583,21 +600,25 @@ def _curate(
     def review_rows() -> Iterator[dict[str, Any]]:
         # in the order of their keys: the indexes grow at one end instead of
         # taking random inserts (a third faster at half a million items)
-        for item in sorted(reviews, key=lambda r: r.task_id):
-            # corrections-adjacent and rare tools first
-            rarity = 1.0 / (1 + min((tool_counts[t] for t in item.tools), default=0))
+        score = Scorer(coverage, rules.review_priority).score
+        for item in sorted(reviews, key=attrgetter("task_id")):
+            priority, reason = score(
+                item.uncertainty, item.disagreement, item.tools, item.intent, item.rule, guessed=item.guessed
+            )
             yield {
                 "id": f"review-{item.task_id}",
                 "task_id": item.task_id,
                 "workload": workload,
-                "reason": item.reason,
+                "reason": reason,
                 "rule": item.rule,
-                "priority": round(item.priority + rarity, 6),
+                "priority": priority,
                 "state": "pending",
                 "reviewer": None,
                 "dataset_id": dataset_id,
                 "created_at": now,
                 "updated_at": now,
+                "factors": item.factors,  # JSON already (made in pass one)
+                "cycle_id": None,
             }
 
     def example_rows() -> Iterator[list[tuple[Any, ...]]]:
@@ -644,43 +665,148 @@ def _judge_of(store: Store, rules: RulesFile, model: Any) -> Any:
 
 
 def _judged(
-    judge: Any, rules: RulesFile, candidates: list[Example], reviews: list[_Review], counts: Counter[str]
+    judge: Any,
+    rules: RulesFile,
+    candidates: list[Example],
+    reviews: list[_Review],
+    counts: Counter[str],
+    about: dict[str, TaskFacts],
+    offered: _Offered,
 ) -> list[Example]:
     """The candidates the judge does not dispute; the disputed ones go to review."""
     assert rules.judge is not None
-    disputed = {id(example): reason for example, reason in judge.apply(candidates, rules.judge.disagreement)}
+    disputed = {id(example) for example, _ in judge.apply(candidates, rules.judge.disagreement)}
     kept = []
     for example in candidates:
-        if id(example) in disputed:
-            counts["judge_disputed"] += 1
-            reviews.append(_review(example, disputed[id(example)]))
-        else:
+        if id(example) not in disputed:
             kept.append(example)
+            continue
+        counts["judge_disputed"] += 1
+        judge = None
+        for dimension in _DIMENSIONS:  # the dimension it disputes (as Judge.apply finds it)
+            theirs = example.quality.get(f"{dimension}_judge", {}).get("score")
+            ours = example.quality.get(dimension, {}).get("score")
+            if theirs is not None and ours is not None and abs(ours - theirs) > rules.judge.disagreement:
+                judge = (dimension, theirs, ours, getattr(rules.quality, dimension))
+                break
+        known = about[example.task_id]
+        reviews.append(_review(example.task_id, example.rule, example, known, offered, judge=judge))
     return kept
 
 
-def _quality_verdict(example: Example, rules: RulesFile) -> str:
-    """pass, drop, or the reason it is borderline (just under a threshold)."""
+def _quality_verdict(example: Example, rules: RulesFile) -> str | _Margin:
+    """pass, drop, or the margin of a score that is borderline (just under its
+    threshold): (dimension, score, threshold, borderline)."""
     for dimension in _DIMENSIONS:
         score = example.quality[dimension]["score"]
         threshold = getattr(rules.quality, dimension)
         if score >= threshold:
             continue
         if score >= threshold - rules.quality.borderline:
-            return f"{dimension} {score:.2f} is just under its threshold {threshold}"
+            return (dimension, score, threshold, rules.quality.borderline)
         return "drop"
     return "pass"
 
 
-def _review(example: Example, reason: str) -> _Review:
-    """A review item for a task whose example is borderline (corrections first)."""
-    return _Review(
-        example.task_id,
-        example.rule,
-        _review_reason(example, reason),
-        1.0 if example.source == "correction" else 0.0,
-        tuple(example.tools_used),
+class _Offered(dict[int, tuple[Any, frozenset[str]]]):
+    """The tool names of offered tool lists, by the list (the tasks of a chunk share
+    one decoded list per distinct list; each is held, so that its id stays its own)."""
+
+    def names(self, tools: Any) -> frozenset[str]:
+        known = self.get(id(tools))
+        if known is None:
+            names = set()
+            for tool in tools if isinstance(tools, list) else ():
+                spec = tool.get("function", tool) if isinstance(tool, dict) else None
+                if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+                    names.add(spec["name"])
+            known = self[id(tools)] = (tools, frozenset(names))
+        return known[1]
+
+
+def _strata_tools(example: Example | None, offered: _Offered) -> tuple[tuple[str, ...] | None, bool]:
+    """The tools that place an item's answer in the evaluation set's strata, and
+    whether they are a guess: the tools it called that were offered; when it called
+    none of them (a tool that does not exist), the tools it was offered."""
+    if example is None:
+        return None, False
+    called = tuple(example.tools_used)
+    if not called or not example.tools:
+        return called, False
+    names = offered.names(example.tools)
+    right = tuple(c for c in called if c in names)
+    if right or not names:
+        return (right or called), False
+    return tuple(sorted(names)), True
+
+
+def _review(
+    task_id: str,
+    rule: str,
+    example: Example | None,
+    known: TaskFacts,
+    offered: _Offered,
+    margin: _Margin | None = None,
+    judge: _Margin | None = None,
+) -> _Review:
+    """A review item: what its priority is made of (see ``flywheel.curate.priority``)."""
+    task = known.task
+    signal = disagreement_signal(
+        task.success,
+        known.negative,
+        known.positive,
+        known.edit_after_hours is not None,
+        known.corrected or (example is not None and example.source == "correction"),
+        known.tool_errors > 0 or known.retries > 0 or known.fallback,
     )
+    tools, guessed = _strata_tools(example, offered)
+    intent = task.intent if isinstance(task, CurationTask) else _intent_of(task.metadata)
+    confidence = task.confidence
+    factors: dict[str, Any] = {}  # a factor that is None is left out (a third of the bytes to write)
+    if confidence is not None:
+        factors["confidence"] = confidence
+    if signal is not None:
+        factors["signal"] = signal
+    if margin is not None:
+        factors["margin"] = margin
+    if judge is not None:
+        factors["judge"] = judge
+    if tools is not None:
+        factors["tools"] = tools
+        if guessed:
+            factors["guessed"] = True
+    if intent is not None:
+        factors["intent"] = intent
+    return _Review(
+        task_id,
+        rule,
+        tools,
+        guessed,
+        intent,
+        uncertainty_of(confidence, margin),
+        disagreement_of(signal, judge),
+        orjson.dumps(factors).decode(),
+    )
+
+
+def _intent_of(metadata: dict[str, Any] | None) -> str | None:
+    found = (metadata or {}).get("intent") or (metadata or {}).get("category")
+    return None if found is None else str(found)[:150]
+
+
+def _eval_coverage(
+    final: list[_Kept], membership: list[tuple[str, str, float]], tool_counts: Counter[str]
+) -> Coverage:
+    """The eval split's answers (sft examples) per tool they call (``(text)``: none),
+    and the run's examples per tool."""
+    tools: Counter[str] = Counter()
+    for member, (_, split, _) in zip(final, membership, strict=True):
+        if split == "eval" and member.kind == "sft":
+            tools.update(member.tools or _TEXT)
+    return Coverage(tools, None, "eval split", tool_counts)
+
+
+_TEXT = ("(text)",)
 
 
 def _example_row(example: Example, now: datetime) -> dict[str, Any]:

@@ -18,6 +18,7 @@ every dataset it produced. Example::
     dedup: {near_threshold: 0.9}
     splits: {eval: 0.2, few_shot: 0.1, seed: 0}
     staleness: {half_life_days: 30, drop_after_days: 365}
+    review_priority: {uncertainty: 1.0, disagreement: 1.0, coverage: 1.0, novelty: 0.2}
     drop_system_messages: false
 
 Rules are tried in order; the first whose condition holds decides a task's
@@ -38,7 +39,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from flywheel.errors import InvalidInput
 
-__all__ = ["ACTIONS", "CONFIRMED_RULES", "DEFAULT_RULES", "SIGNALS", "RulesFile", "load_rules", "parse_rules"]
+__all__ = [
+    "ACTIONS",
+    "CONFIRMED_RULES",
+    "DEFAULT_RULES",
+    "SIGNALS",
+    "ReviewPriority",
+    "RulesFile",
+    "load_rules",
+    "parse_rules",
+]
 
 ACTIONS = ("train_positive", "train_negative", "review", "drop")
 
@@ -135,10 +145,26 @@ class JudgeSettings(BaseModel):
     )
 
 
+class ReviewPriority(BaseModel):
+    """Weights of a review item's priority: the expected value of labelling it
+    (``flywheel.curate.priority``; each term is in [0, 1])."""
+
+    model_config = ConfigDict(extra="forbid")
+    uncertainty: float = Field(
+        1.0, ge=0, description="low task confidence; a quality score just under its threshold"
+    )
+    disagreement: float = Field(
+        1.0, ge=0, description="the user's reaction against the claimed outcome, a correction, the judge"
+    )
+    coverage: float = Field(1.0, ge=0, description="tools and intents the evaluation set holds few items of")
+    novelty: float = Field(0.2, ge=0, description="tools rare in this run's examples")
+
+
 class RulesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rules: Annotated[list[Rule], Field(min_length=1)]
     judge: JudgeSettings | None = None
+    review_priority: ReviewPriority = Field(default_factory=ReviewPriority)
     quality: Quality = Field(default_factory=Quality)
     dedup: Dedup = Field(default_factory=Dedup)
     splits: Splits = Field(default_factory=Splits)

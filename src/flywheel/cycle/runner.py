@@ -50,6 +50,7 @@ from flywheel.evaluate.standing import standing_items
 from flywheel.improve import STRATEGIES, build_candidate, check_strategy
 from flywheel.models.base import ChatModel
 from flywheel.records import new_id, utcnow
+from flywheel.review.budget import select_review_batch
 from flywheel.store import Store
 from flywheel.store import tables as t
 
@@ -97,7 +98,9 @@ class CyclePolicy(BaseModel):
 
     rules: str | None = None  # a rules file; default: the built-in rules
     base_config: dict[str, Any] = Field(default_factory=lambda: {"model": "local", "max_tokens": 128})
-    review: Literal["skip", "wait"] = "skip"  # pending review items: go on, or wait for them
+    review: Literal["skip", "wait"] = "skip"  # the cycle's review batch: go on, or wait for it
+    # the pending items each cycle asks reviewers for, highest expected value of a label first
+    review_budget: int = Field(50, ge=0)
     strategies: list[str] = Field(default_factory=lambda: ["few_shot"], min_length=1)
     few_shot_k: int = Field(3, ge=1, le=16)
     eval_workers: int = Field(1, ge=1, le=16)
@@ -251,16 +254,22 @@ def _curate(ctx: _Context) -> dict[str, Any]:
 
 
 def _review(ctx: _Context) -> dict[str, Any]:
-    c = t.review_items.c
-    with ctx.store.engine.connect() as conn:
-        pending = int(
-            conn.execute(
-                select(func.count()).where(c.workload == ctx.workload, c.state == "pending")
-            ).scalar_one()
+    """Rank the pending review items again and give the cycle's review budget to
+    the best (``flywheel.review.budget``); ``review: wait`` waits for that batch."""
+    batch = select_review_batch(
+        ctx.store,
+        ctx.workload,
+        ctx.cycle_id,
+        ctx.policy.review_budget,
+        dataset_id=ctx.outputs["curate"]["dataset"],
+        standing=ctx.policy.eval_set == "standing",
+    )
+    if batch.pending and ctx.policy.review == "wait":
+        raise _Wait(
+            f"{batch.pending} review items pending for {ctx.workload} (this cycle's budget: "
+            f"{batch.budget}; {batch.backlog} more ranked, not queued)"
         )
-    if pending and ctx.policy.review == "wait":
-        raise _Wait(f"{pending} review items pending for {ctx.workload}")
-    return {"pending": pending, "policy": ctx.policy.review}
+    return {**batch.as_dict(), "policy": ctx.policy.review}
 
 
 def _improve(ctx: _Context) -> dict[str, Any]:

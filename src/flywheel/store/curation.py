@@ -7,6 +7,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -98,6 +99,49 @@ def _fetch(conn: Any, query: Any) -> list[tuple[Any, ...]]:
         return result.cursor.fetchall()
     finally:
         result.close()
+
+
+def _review_upsert(dialect: str, *, encoded_factors: bool = False) -> Any:
+    """The insert of review items; a pending item of the same task is brought up to
+    date (its task was curated again: new feedback, a correction), a decided one kept.
+    ``encoded_factors``: the rows' ``factors`` are JSON text already."""
+    from flywheel.store.bulk import BulkStatement, insert_statement
+
+    plain = insert_statement(t.review_items, dialect, conflict=None)
+    fresh = ("reason", "rule", "priority", "factors", "dataset_id", "updated_at")
+    sql = (
+        f'{plain.sql} ON CONFLICT ("id") DO UPDATE SET '
+        + ", ".join(f'"{name}" = excluded."{name}"' for name in fresh)
+        + " WHERE review_items.state = 'pending'"
+    )
+    encoders = list(plain.encoders)
+    if encoded_factors:
+        encoders[plain.columns.index("factors")] = None
+    return BulkStatement(sql, plain.columns, encoders)
+
+
+def _review_params(statement: Any, items: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """``statement.params`` for review items, which carry every column (half a
+    million of them at a million tasks: the values taken in one C call, and only
+    the times encoded, once per distinct time)."""
+    take = itemgetter(*statement.columns)
+    encoders = [(i, e) for i, e in enumerate(statement.encoders) if e is not None]
+    if not encoders:
+        return [take(item) for item in items]
+    done: dict[tuple[int, int], Any] = {}  # the rows keep their values alive: an id stands for one
+    out = []
+    for item in items:
+        values = list(take(item))
+        for i, encode in encoders:
+            value = values[i]
+            if value is not None:
+                key = (i, id(value))
+                encoded = done.get(key)
+                if encoded is None:
+                    encoded = done[key] = encode(value)
+                values[i] = encoded
+        out.append(tuple(values))
+    return out
 
 
 class CurationQueries:
@@ -270,14 +314,17 @@ class CurationQueries:
         # Rows straight from the DB-API (``_fetch``): at a million tasks, SQLAlchemy's
         # row processing cost as much as the queries.
         with self.engine.connect() as conn:
+            metadata = c["metadata"]
+            intent = func.coalesce(metadata["intent"].as_string(), metadata["category"].as_string())
             rows = _fetch(conn, select(
                 c.id, c.workload, c.session_id, c.success, c.confidence, c.started_at, c.ended_at,
-                c.duration_ms, cast(c.output, Text),
+                c.duration_ms, cast(c.output, Text), intent,
             ).where(*conditions).order_by(c.ingested_at, c.id))  # fmt: skip
-            for id_, workload_, session, success, confidence, started, ended, duration, output in rows:
+            for id_, workload_, session, success, confidence, started, ended, duration, output, aim in rows:
                 tasks[id_] = CurationTask(
                     id_, workload_, session, None if success is None else bool(success), confidence,
                     _time(started), _time(ended), duration, None, output_json=output,  # type: ignore[arg-type]
+                    intent=None if aim is None else str(aim)[:150],
                 )  # fmt: skip
             summary = select(
                 s.task_id,
@@ -434,7 +481,9 @@ class CurationQueries:
         """Write a dataset version with its examples (batches of ``encode_examples``;
         an example already in the store is left as it is: examples are
         content-addressed) and the tool sets they name (``tool_sets``: those of
-        ``encode_examples``), its membership and review items, atomically."""
+        ``encode_examples``), its membership and review items (their ``factors`` as
+        JSON text), atomically. A task's review item still pending takes its new
+        priority, reason and factors."""
         from flywheel.store.bulk import insert_statement
 
         with self._writing() as conn:
@@ -457,15 +506,15 @@ class CurationQueries:
                     made = dataset["created_at"]
                     new = [{"id": i, "tools": given[i], "created_at": made} for i in sorted(used)]
                     cursor.executemany(sets.sql, sets.params(new))
-                statement = insert_statement(t.review_items, conn.dialect.name)
+                statement = _review_upsert(conn.dialect.name, encoded_factors=True)
                 items: list[dict[str, Any]] = []
                 for item in review_items:
                     items.append(item)
                     if len(items) == 10_000:
-                        cursor.executemany(statement.sql, statement.params(items))
+                        cursor.executemany(statement.sql, _review_params(statement, items))
                         items = []
                 if items:
-                    cursor.executemany(statement.sql, statement.params(items))
+                    cursor.executemany(statement.sql, _review_params(statement, items))
                 members = insert_statement(t.dataset_examples, conn.dialect.name, conflict=None)
                 for i in range(0, len(membership), 50_000):
                     cursor.executemany(members.sql, members.params(membership[i : i + 50_000]))
@@ -475,16 +524,140 @@ class CurationQueries:
     # ----------------------------------------------------------- review queue
 
     def review_queue(
-        self, workload: str | None = None, state: str = "pending", limit: int = 50
+        self,
+        workload: str | None = None,
+        state: str = "pending",
+        limit: int = 50,
+        *,
+        cycle_id: str | None = None,
     ) -> list[dict[str, Any]]:
+        """Review items in ``state``, highest priority first; ``cycle_id``: only the
+        items that cycle's review budget chose."""
         c = t.review_items.c
         query = (
             select(t.review_items)
             .where(c.state == state)
-            .order_by(c.priority.desc(), c.created_at)
+            .order_by(c.priority.desc(), c.created_at, c.id)
             .limit(limit)
         )
         if workload:
             query = query.where(c.workload == workload)
+        if cycle_id:
+            query = query.where(c.cycle_id == cycle_id)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+    def iter_pending_review_factors(
+        self, workload: str, chunk: int = 20_000
+    ) -> Iterator[list[tuple[str, str, float, str, Any]]]:
+        """The workload's pending review items as (id, rule, priority, reason,
+        factors), by pages of ``chunk`` in id order."""
+        c = t.review_items.c
+        columns = [c.id, c.rule, c.priority, c.reason, c.factors]
+        decode = _decoder(columns)
+        last = ""
+        with self.engine.connect() as conn:
+            while True:
+                query = (
+                    select(*_raw_columns(columns))
+                    .where(c.workload == workload, c.state == "pending", c.id > last)
+                    .order_by(c.id)
+                    .limit(chunk)
+                )
+                rows = [decode(r) for r in _fetch(conn, query)]
+                if not rows:
+                    return
+                last = rows[-1]["id"]
+                yield [(r["id"], r["rule"], r["priority"], r["reason"], r["factors"]) for r in rows]
+
+    def set_review_priorities(self, changes: Sequence[tuple[str, float, str]]) -> None:
+        """(item id, priority, reason) of pending items ranked again."""
+        from sqlalchemy import bindparam, update
+
+        c = t.review_items.c
+        statement = (
+            update(t.review_items)
+            .where(c.id == bindparam("item"), c.state == "pending")
+            .values(priority=bindparam("new_priority"), reason=bindparam("new_reason"))
+        )
+        with self._writing() as conn:
+            for start in range(0, len(changes), 10_000):
+                conn.execute(
+                    statement,
+                    [
+                        {"item": i, "new_priority": p, "new_reason": r}
+                        for i, p, r in changes[start : start + 10_000]
+                    ],
+                )
+
+    def review_items_of_tasks(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """task id -> its review item, for the tasks that have one."""
+        c = t.review_items.c
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(task_ids), 500):
+                query = select(t.review_items).where(c.task_id.in_(task_ids[start : start + 500]))
+                out.update((r["task_id"], dict(r)) for r in conn.execute(query).mappings())
+        return out
+
+    def save_review_items(self, items: Sequence[dict[str, Any]]) -> None:
+        """Add review items (whole rows); a task's pending item is brought up to date."""
+        if not items:
+            return
+        with self._writing() as conn:
+            statement = _review_upsert(conn.dialect.name)
+            cursor = conn.connection.dbapi_connection.cursor()
+            try:
+                cursor.executemany(statement.sql, statement.params(items))
+            finally:
+                cursor.close()
+
+    def set_review_factors(self, changes: Sequence[tuple[str, float, str, dict[str, Any]]]) -> None:
+        """(item id, priority, reason, factors) of pending items."""
+        c = t.review_items.c
+        with self._writing() as conn:
+            for item_id, priority, reason, factors in changes:
+                conn.execute(
+                    t.review_items.update()
+                    .where(c.id == item_id, c.state == "pending")
+                    .values(priority=priority, reason=reason, factors=factors)
+                )
+
+    def mark_review_batch(self, workload: str, cycle_id: str, budget: int) -> int:
+        """Mark the ``budget`` highest-priority pending items of ``workload`` as the
+        review batch of ``cycle_id`` (once: a cycle that has a batch keeps it);
+        the number of items in its batch."""
+        from sqlalchemy import update
+
+        c = t.review_items.c
+        with self._writing() as conn:
+            chosen = conn.execute(select(func.count()).where(c.cycle_id == cycle_id)).scalar_one()
+            if chosen or budget <= 0:
+                return int(chosen)
+            top = (
+                select(c.id)
+                .where(c.workload == workload, c.state == "pending")
+                .order_by(c.priority.desc(), c.created_at, c.id)
+                .limit(budget)
+            )
+            ids = [r[0] for r in conn.execute(top)]
+            if ids:
+                conn.execute(update(t.review_items).where(c.id.in_(ids)).values(cycle_id=cycle_id))
+            return len(ids)
+
+    def review_batch_counts(self, workload: str, cycle_id: str) -> dict[str, int]:
+        """How many of the cycle's batch are in each state, and ``backlog``: the
+        workload's other pending items."""
+        c = t.review_items.c
+        with self.engine.connect() as conn:
+            states = conn.execute(
+                select(c.state, func.count()).where(c.cycle_id == cycle_id).group_by(c.state)
+            ).all()
+            others = conn.execute(
+                select(func.count()).where(
+                    c.workload == workload,
+                    c.state == "pending",
+                    or_(c.cycle_id.is_(None), c.cycle_id != cycle_id),
+                )
+            ).scalar_one()
+        return {**{state: int(n) for state, n in states}, "backlog": int(others)}

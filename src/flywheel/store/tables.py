@@ -273,6 +273,8 @@ review_items = Table(
     Column("dataset_id", ID),
     Column("created_at", Time, nullable=False),
     Column("updated_at", Time, nullable=False),
+    Column("factors", Json),  # what the priority is made of (flywheel.curate.priority)
+    Column("cycle_id", ID),  # the cycle whose review budget chose it
     Index(None, "workload", "state", "priority"),
 )
 
