@@ -23,6 +23,7 @@ from flywheel.cli import (
     keys,
     knowledge,
     review,
+    seed,
     serve,
     simulate,
 )
@@ -58,6 +59,7 @@ app.add_typer(knowledge.knowledge_app, name="knowledge")
 app.add_typer(cycle.cycle_app, name="cycle")
 app.command("report")(cycle.report)
 app.add_typer(review.review_app, name="review")
+app.command("seed")(seed.seed)
 
 
 def main() -> None:

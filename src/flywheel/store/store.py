@@ -26,6 +26,7 @@ from flywheel.store.bulk import finish_task_statement, insert_statement, replace
 from flywheel.store.curation import CurationQueries
 from flywheel.store.engine import WRITE_OPTION, create_store_engine, upgrade_schema
 from flywheel.store.eval_set import EvalSetQueries
+from flywheel.store.seed import SeedQueries
 
 __all__ = ["SCOPES", "ApiKey", "RowBatch", "Store", "TraceAssembler", "WriteResult"]
 
@@ -93,7 +94,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class Store(CurationQueries, EvalSetQueries):
+class Store(CurationQueries, EvalSetQueries, SeedQueries):
     """A handle on one database. Thread-safe; open one per process and share it."""
 
     def __init__(self, engine: Engine) -> None:
