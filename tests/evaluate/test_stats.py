@@ -137,7 +137,7 @@ def test_an_empty_stratum_borrows_from_like_items_in_the_issues_case():
     power = decision["power"]
     assert power["enough"] is False and power["needed_items"] > 300 and power["min_gain"] == 0.05
     assert "too few items" in decision["checks"][0]["check"]
-    assert f"{power['needed_items']} items would" in decision["checks"][0]["check"]
+    assert f"needs {power['needed_items']} items" in decision["checks"][0]["check"]
 
 
 def test_the_gate_decision_states_its_test_power_and_sequential_verdict():

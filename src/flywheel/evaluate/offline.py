@@ -527,21 +527,19 @@ def _power(
 
 
 def _power_text(power: dict[str, Any]) -> str:
-    target = f"{power['power']:.0%} power"
     n = power["n"] if power["n"] == power["items"] else f"{power['n']} effective"
-    can = (
-        f"{n} items detect a gain of {power['mde']:.1%} or more"
-        if power["mde"] is not None
-        else f"{n} items detect no gain"
-    )
+    target = f"with {power['power']:.0%} power"
     if power["enough"]:
-        return f"{can} ({target}; worth shipping: {power['min_gain']:.1%})"
-    needed = power["needed_items"]
-    ask = f"{needed} items would" if needed is not None else "no affordable number of items would"
-    return (
-        f"too few items for the smallest gain worth shipping ({power['min_gain']:.1%}): "
-        f"{can} ({target}); {ask}"
+        worth = power["min_gain"]
+        return f"{n} items detect gains of {power['mde']:.1%} or more {target} (worth shipping: {worth:.1%})"
+    can = (
+        f"the smallest gain detectable {target} is {power['mde']:.1%}"
+        if power["mde"] is not None
+        else f"no gain is detectable {target}"
     )
+    needed = power["needed_items"]
+    ask = f"needs {needed} items" if needed is not None else "needs over a million items"
+    return f"too few items: at {n} {can}; the smallest worth shipping, {power['min_gain']:.1%}, {ask}"
 
 
 def _significance(
