@@ -132,3 +132,32 @@ def test_lora_refuses_a_model_behind_an_api_and_a_tiny_dataset(settings, store):
         LoraSettings(learning_rate=3.0)
     with pytest.raises(ConfigError, match="no store was given"):
         load_model("local", adapter="sha256:" + "0" * 64)
+
+
+def test_a_warm_start_begins_where_the_serving_adapter_ended():
+    """Compounding: the next cycle's adapter starts from the serving one (its first
+    loss is the trained adapter's, below the base's), a fresh one from the base;
+    an adapter of another rank cannot be started from, and says so."""
+    from flywheel.improve.lora import LoraSettings, TrainingExample, train_lora
+    from flywheel.workloads.bfcl import load_bfcl
+
+    items = load_bfcl(["simple_python"], limit=2, seed=5)
+    examples = [TrainingExample(i.messages, i.tools, i.reference_calls()) for i in items]
+    one_step = LoraSettings(epochs=1, min_examples_seen=0, batch_size=2)
+    first = train_lora(examples, LoraSettings(epochs=3, min_examples_seen=0, batch_size=2))
+    warm = train_lora(examples, one_step, init_adapter=first.adapter)
+    assert warm.warm_started and not first.warm_started
+    assert warm.losses[0] < first.losses[-1] < first.losses[0], (first.losses, warm.losses)
+    other = train_lora(
+        examples,
+        LoraSettings(
+            rank=4,
+            **{
+                k: getattr(one_step, k)
+                for k in ("epochs", "min_examples_seen", "batch_size", "learning_rate")
+            },
+        ),
+        init_adapter=first.adapter,
+    )
+    assert not other.warm_started
+    assert abs(other.losses[0] - first.losses[0]) < 1e-3  # from the base, as the first one began

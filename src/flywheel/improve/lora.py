@@ -39,7 +39,7 @@ from flywheel.models.base import ChatRequest
 from flywheel.models.local import build_prompt, student_model_path
 from flywheel.records import AgentVersion
 from flywheel.store import Store
-from flywheel.store.artefacts import put_artefact, reader
+from flywheel.store.artefacts import get_artefact, put_artefact, reader
 
 __all__ = ["LoraResult", "LoraSettings", "LoraStrategy", "TrainingExample", "student_hf", "train_lora"]
 
@@ -56,6 +56,7 @@ class TrainingExample:
     tools: list[dict[str, Any]]
     calls: list[dict[str, Any]]
     system: str = ""
+    weight: float = 1.0  # the dataset's weight (stale examples count less)
 
 
 @dataclass
@@ -75,6 +76,9 @@ class LoraSettings:
     max_sequence_tokens: int = 768  # longer examples are skipped (and counted)
     seed: int = 0
     threads: int | None = None  # torch threads; default: all cores
+    # Compounding: a candidate's adapter starts from the serving version's (same
+    # rank), and trains on all the labels so far, not from scratch each cycle.
+    warm_start: bool = True
 
     def __post_init__(self) -> None:
         for name in ("rank", "epochs", "max_epochs", "batch_size", "max_sequence_tokens"):
@@ -94,6 +98,7 @@ class LoraSettings:
 @dataclass
 class LoraResult:
     adapter: bytes  # the llama.cpp LoRA GGUF
+    warm_started: bool
     examples: int
     skipped: int  # longer than max_sequence_tokens
     answer_tokens: int
@@ -181,10 +186,13 @@ def train_lora(
     *,
     base: Path | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    init_adapter: bytes | None = None,
 ) -> LoraResult:
     """Train a LoRA adapter for the student on ``examples``; returns it as GGUF.
 
-    ``progress(step, steps, loss)`` is called after every optimiser step.
+    ``progress(step, steps, loss)`` is called after every optimiser step. Each
+    example's answer tokens count by its ``weight``. ``init_adapter`` (a GGUF
+    written by this trainer, same rank) is where training starts: a warm start.
     """
     settings = settings or LoraSettings()
     torch, transformers, peft = _imports()
@@ -197,6 +205,7 @@ def train_lora(
         raise ConfigError("models with final logit soft-capping are not supported by this trainer")
 
     encoded: list[tuple[list[int], list[int]]] = []
+    weights: list[float] = []
     skipped = 0
     for example in examples:
         prompt = build_prompt(
@@ -211,6 +220,7 @@ def train_lora(
             skipped += 1
             continue
         encoded.append((prompt_ids, answer_ids))
+        weights.append(max(0.0, float(example.weight)))
     if not encoded:
         raise InvalidInput(
             f"no training example fits in {settings.max_sequence_tokens} tokens ({skipped} skipped)",
@@ -228,6 +238,7 @@ def train_lora(
         warnings.simplefilter("ignore", FutureWarning)
         wrapped = peft.get_peft_model(model, lora)
     causal = wrapped.base_model.model  # the *ForCausalLM with LoRA layers inside
+    warm = _load_adapter(wrapped, model.config, init_adapter) if init_adapter else 0
     trainable = [p for p in wrapped.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.0)
     rng = random.Random(settings.seed)
@@ -248,6 +259,7 @@ def train_lora(
             rows: list[int] = []
             positions: list[int] = []
             targets: list[int] = []
+            token_weights: list[float] = []
             for row, i in enumerate(batch):
                 prompt_ids, answer_ids = encoded[i]
                 sequence = prompt_ids + answer_ids
@@ -258,9 +270,14 @@ def train_lora(
                     rows.append(row)
                     positions.append(len(prompt_ids) + j - 1)
                     targets.append(token)
+                    token_weights.append(weights[i])
             hidden = causal.model(input_ids=ids, attention_mask=mask).last_hidden_state
             logits = causal.lm_head(hidden[torch.tensor(rows), torch.tensor(positions)])
-            loss = torch.nn.functional.cross_entropy(logits.float(), torch.tensor(targets))
+            per_token = torch.nn.functional.cross_entropy(
+                logits.float(), torch.tensor(targets), reduction="none"
+            )
+            scale = torch.tensor(token_weights)
+            loss = (per_token * scale).sum() / scale.sum().clamp(min=1e-9)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimiser.step()
@@ -277,6 +294,7 @@ def train_lora(
     adapter = _adapter_gguf(wrapped, model.config, settings)
     return LoraResult(
         adapter=adapter,
+        warm_started=warm > 0,
         examples=len(encoded),
         skipped=skipped,
         answer_tokens=sum(len(a) for _, a in encoded),
@@ -286,34 +304,65 @@ def train_lora(
     )
 
 
-def _adapter_gguf(wrapped: Any, config: Any, settings: LoraSettings) -> bytes:
-    """The trained LoRA weights as a llama.cpp adapter GGUF (float16 tensors)."""
+def _gguf_names(config: Any) -> tuple[Any, Any, Any]:
+    """The gguf module, the architecture, and its map of tensor names."""
     try:
         import gguf
     except ImportError as exc:
-        raise ConfigError("writing the adapter needs the gguf package", hint=_INSTALL) from exc
+        raise ConfigError("reading or writing an adapter needs the gguf package", hint=_INSTALL) from exc
     arch_name = {"gemma3_text": "GEMMA3", "gemma3": "GEMMA3"}.get(
         config.model_type, config.model_type.upper()
     )
     arch = getattr(gguf.MODEL_ARCH, arch_name, None)
     if arch is None:
         raise ConfigError(f"no GGUF tensor names known for architecture {config.model_type!r}")
-    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
+    return gguf, arch, gguf.get_tensor_name_map(arch, config.num_hidden_layers)
+
+
+def _lora_tensors(wrapped: Any, names: Any) -> Iterator[tuple[str, Any]]:
+    """(GGUF tensor name, parameter) of every LoRA weight of ``wrapped``."""
+    for name, tensor in wrapped.named_parameters():
+        if ".lora_A." not in name and ".lora_B." not in name:
+            continue
+        module = name.removeprefix("base_model.model.").rsplit(".lora_", 1)[0]
+        mapped = names.get_name(module)
+        if mapped is None:
+            raise ConfigError(f"no GGUF name for {module}")
+        part = "a" if ".lora_A." in name else "b"
+        yield f"{mapped}.weight.lora_{part}", tensor
+
+
+def _load_adapter(wrapped: Any, config: Any, data: bytes) -> int:
+    """Start the LoRA weights from an adapter this trainer wrote; the tensors
+    loaded (0 when its shapes differ, e.g. another rank: a cold start)."""
+    import torch
+
+    gguf, _, names = _gguf_names(config)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "parent.gguf"
+        path.write_bytes(data)
+        stored = {t.name: t.data for t in gguf.GGUFReader(str(path)).tensors}
+        pairs = list(_lora_tensors(wrapped, names))
+        if any(name not in stored or stored[name].size != tensor.numel() for name, tensor in pairs):
+            return 0
+        with torch.no_grad():
+            for name, tensor in pairs:
+                values = torch.from_numpy(stored[name].astype("float32").reshape(tuple(tensor.shape)))
+                tensor.copy_(values)
+    return len(pairs)
+
+
+def _adapter_gguf(wrapped: Any, config: Any, settings: LoraSettings) -> bytes:
+    """The trained LoRA weights as a llama.cpp adapter GGUF (float16 tensors)."""
+    gguf, arch, names = _gguf_names(config)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "adapter.gguf"
         writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
         writer.add_string("general.type", "adapter")
         writer.add_string("adapter.type", "lora")
         writer.add_float32("adapter.lora.alpha", float(settings.alpha))
-        for name, tensor in wrapped.named_parameters():
-            if ".lora_A." not in name and ".lora_B." not in name:
-                continue
-            module = name.removeprefix("base_model.model.").rsplit(".lora_", 1)[0]
-            mapped = names.get_name(module)
-            if mapped is None:
-                raise ConfigError(f"no GGUF name for {module}")
-            part = "a" if ".lora_A." in name else "b"
-            writer.add_tensor(f"{mapped}.weight.lora_{part}", tensor.detach().to("cpu").half().numpy())
+        for name, tensor in _lora_tensors(wrapped, names):
+            writer.add_tensor(name, tensor.detach().to("cpu").half().numpy())
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -367,7 +416,7 @@ class LoraStrategy:
         if not self.keep_few_shot:
             config.pop("few_shot", None)
             config.pop("few_shot_pool", None)
-        config.pop("adapter", None)
+        parent_adapter = config.pop("adapter", None)
         agent = AgentConfig.from_config(config, artefacts=reader(store))  # trained as it is served
         # Leave-one-out: an example's prompt never retrieves the knowledge made from
         # its own task (its correction would be the answer, and the adapter would
@@ -378,6 +427,7 @@ class LoraStrategy:
                 r["tools"] or [],
                 r["target"]["tool_calls"],
                 agent.system_for(r["messages"], _own_sources(r["task_id"])),
+                float(r.get("weight", 1.0)),
             )
             for r in rows
         ]
@@ -390,7 +440,12 @@ class LoraStrategy:
             if step == steps or step % 10 == 0:
                 self._say(f"LoRA step {step}/{steps}: loss {loss:.3f}")
 
-        result = train_lora(examples, self.settings, base=student_hf(gguf_path), progress=tick)
+        init = None
+        if parent_adapter and self.settings.warm_start:
+            init = get_artefact(store, parent_adapter)[1]
+        result = train_lora(
+            examples, self.settings, base=student_hf(gguf_path), progress=tick, init_adapter=init
+        )
         data_hash = hashlib.sha256(json.dumps(sorted(r["id"] for r in rows)).encode()).hexdigest()
         meta = {
             "base_model": gguf_path.name,
@@ -403,6 +458,8 @@ class LoraStrategy:
             "epochs": len(result.losses),
             "learning_rate": self.settings.learning_rate,
             "losses": [round(x, 4) for x in result.losses],
+            "warm_start_from": parent_adapter if result.warm_started else None,
+            "weighted": sum(1 for e in examples if e.weight != 1.0),
             "seconds": round(result.seconds, 1),
         }
         ref = put_artefact(store, "lora-adapter", result.adapter, meta)
@@ -415,6 +472,10 @@ class LoraStrategy:
             f"({result.examples_per_second:.2f} examples/s); loss by epoch "
             + " -> ".join(f"{x:.3f}" for x in result.losses)
         ]
+        if result.warm_started:
+            changes.append(f"warm-started from the serving adapter {str(parent_adapter)[:19]}…")
+        elif parent_adapter and self.settings.warm_start:
+            changes.append("the serving adapter's shapes differ (another rank): trained from scratch")
         if (
             current
             and not self.keep_few_shot
