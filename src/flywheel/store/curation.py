@@ -551,24 +551,16 @@ class CurationQueries:
         self, workload: str, chunk: int = 20_000
     ) -> Iterator[list[tuple[str, str, float, str, Any]]]:
         """The workload's pending review items as (id, rule, priority, reason,
-        factors), by pages of ``chunk`` in id order."""
+        factors), ``chunk`` at a time, read in one pass (streamed on PostgreSQL)."""
         c = t.review_items.c
-        columns = [c.id, c.rule, c.priority, c.reason, c.factors]
-        decode = _decoder(columns)
-        last = ""
+        query = select(c.id, c.rule, c.priority, c.reason, cast(c.factors, Text)).where(
+            c.workload == workload, c.state == "pending"
+        )
+        loads = orjson.loads
         with self.engine.connect() as conn:
-            while True:
-                query = (
-                    select(*_raw_columns(columns))
-                    .where(c.workload == workload, c.state == "pending", c.id > last)
-                    .order_by(c.id)
-                    .limit(chunk)
-                )
-                rows = [decode(r) for r in _fetch(conn, query)]
-                if not rows:
-                    return
-                last = rows[-1]["id"]
-                yield [(r["id"], r["rule"], r["priority"], r["reason"], r["factors"]) for r in rows]
+            result = conn.execution_options(yield_per=chunk).execute(query)
+            for rows in result.partitions():
+                yield [(i, r, p, why, None if f is None else loads(f)) for i, r, p, why, f in rows]
 
     def set_review_priorities(self, changes: Sequence[tuple[str, float, str]]) -> None:
         """(item id, priority, reason) of pending items ranked again."""
