@@ -144,3 +144,61 @@ def test_the_set_on_the_command_line(settings, store, items, student, monkeypatc
     assert result.exit_code == 0 and "fresh again" in result.stdout
     missing = runner.invoke(app, ["evalset", "show", "nope"])
     assert missing.exit_code != 0
+
+
+def test_a_sequential_gate_stops_early_and_a_small_set_asks_for_labels(
+    settings,
+    store,
+    items,
+    student,
+    tmp_path,  # noqa: F811
+):
+    from flywheel.cycle import get_cycle
+    from flywheel.cycle.runner import GateSettings
+
+    fw = flywheel.init("bfcl", settings=settings)
+    ensure_baseline(store, "bfcl", policy(tmp_path).base_config, actor="test")
+    serve(fw, items, student, 160, seed=0)
+    fw.close()
+    quick = GateSettings(max_latency_ratio=100, max_cost_ratio=100, test="sequential", alpha=0.05)
+    run = run_cycle(
+        store,
+        "bfcl",
+        policy(tmp_path, gate=quick, eval_batch=5, watch_seconds=0),
+        model_for=lambda c: student,
+    )
+    evaluate = {s["stage"]: s["outputs"] for s in get_cycle(store, run.id)["stages"]}["evaluate"]
+    (evaluation,) = evaluate["evaluations"]
+    assert evaluation["promote"] and evaluation["stopped_early"] is not None
+    assert evaluation["stopped_early"] < evaluate["items"]  # a clear win needs fewer items
+    with store.engine.connect() as conn:
+        answered = conn.execute(
+            t.eval_results.select().where(t.eval_results.c.version_id == evaluation["version"])
+        ).fetchall()
+    assert len(answered) == evaluation["stopped_early"]
+
+
+def test_a_set_too_small_for_the_gain_worth_shipping_asks_for_labels(
+    settings,
+    store,
+    items,
+    student,
+    tmp_path,  # noqa: F811
+):
+    from flywheel.cycle import get_cycle
+    from flywheel.cycle.runner import GateSettings
+
+    fw = flywheel.init("bfcl", settings=settings)
+    ensure_baseline(store, "bfcl", policy(tmp_path).base_config, actor="test")
+    serve(fw, items, student, 40, seed=3)
+    fw.close()
+    strict = GateSettings(max_latency_ratio=100, max_cost_ratio=100, alpha=0.001, min_gain=0.05)
+    chosen = policy(tmp_path, gate=strict, watch_seconds=0, min_eval_items=4)
+    run = run_cycle(store, "bfcl", chosen, model_for=lambda c: student)
+    evaluate = {s["stage"]: s["outputs"] for s in get_cycle(store, run.id)["stages"]}["evaluate"]
+    (evaluation,) = evaluate["evaluations"]
+    assert evaluate["items"] < 20 and evaluate["chosen"] is None, evaluate
+    power = evaluation["power"]
+    assert not power["enough"] and power["needed_items"] > evaluate["items"]
+    assert evaluate["labels_needed"] == power["needed_items"] - evaluate["items"]
+    assert f"{evaluate['labels_needed']} more labelled items" in evaluate["reason"]

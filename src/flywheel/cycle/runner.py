@@ -45,6 +45,7 @@ from flywheel.evaluate.offline import (
     gate,
     label_origins,
     record_evaluation,
+    should_stop,
 )
 from flywheel.evaluate.standing import standing_items
 from flywheel.improve import STRATEGIES, build_candidate, check_strategy
@@ -108,6 +109,9 @@ class CyclePolicy(BaseModel):
     # what the gate judges on: the workload's standing evaluation set, which grows
     # every cycle (``flywheel.curate.eval_set``), or only this cycle's eval split
     eval_set: Literal["standing", "dataset"] = "standing"
+    # with gate.test "sequential": candidates answer this many items at a time and
+    # stop once the anytime-valid test is conclusive (a clear win or loss)
+    eval_batch: int = Field(25, ge=1)
     eval_max_age_days: float | None = Field(None, gt=0)  # older labels wait for re-validation
     gate: GateSettings = Field(default_factory=GateSettings)
     canary_share: float = Field(0.2, gt=0, le=1)
@@ -335,10 +339,14 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
     for c in built:
         ctx.progress("evaluate", f"{c['strategy']} candidate on {len(items)} held-out items")
         version = get_version(ctx.store, c["version"])
-        results = evaluate_version(
-            ctx.store, version, items, ctx.model_for, dataset_id=dataset, workers=ctx.policy.eval_workers
+        results, stopped = _answer_candidate(ctx, version, items, baseline, dataset)
+        comparison = compare(
+            {i: baseline[i] for i in results},
+            results,
+            origin_of=origins,
+            baseline_ratings=ratings,
+            order=list(results),
         )
-        comparison = compare(baseline, results, origin_of=origins, baseline_ratings=ratings)
         decision = gate(comparison, policy)
         result = {
             "dataset": dataset,
@@ -363,12 +371,59 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
                 "gain": decision["gain"],  # the estimate the gate judged
                 "promote": decision["promote"],
                 "checks": decision["checks"],
+                "power": decision.get("power"),
+                "stopped_early": stopped,
             }
         )
     passing = [e for e in evaluations if e["promote"]]
     chosen = max(passing, key=lambda e: e["gain"])["version"] if passing else None
     reason = "" if chosen else "no candidate passed the gate"
-    return {"items": len(items), "evaluations": evaluations, "chosen": chosen, "reason": reason}
+    out: dict[str, Any] = {
+        "items": len(items),
+        "evaluations": evaluations,
+        "chosen": chosen,
+        "reason": reason,
+    }
+    # Too few items to see the smallest gain worth shipping: say how many labels more.
+    short = [e["power"] for e in evaluations if e.get("power") and not e["power"].get("enough")]
+    if not chosen and short and all(p.get("needed_items") for p in short):
+        more = max(0, min(p["needed_items"] for p in short) - len(items))
+        out["labels_needed"] = more
+        out["reason"] = (
+            f"{reason}; the set is too small to see a gain of {short[0]['min_gain']:.0%}: {more} more "
+            f"labelled items would (review budget: {ctx.policy.review_budget} a cycle)"
+        )
+    return out
+
+
+def _answer_candidate(
+    ctx: _Context, version: Any, items: list[EvalItem], baseline: dict[str, Any], dataset: str
+) -> tuple[dict[str, Any], int | None]:
+    """The candidate's answers; with the sequential test, in batches in a fixed
+    order that stop once the evidence is conclusive either way (the item count
+    it stopped at, else None)."""
+    gate_settings = ctx.policy.gate
+    if gate_settings.test != "sequential":
+        every = evaluate_version(
+            ctx.store, version, items, ctx.model_for, dataset_id=dataset, workers=ctx.policy.eval_workers
+        )
+        return every, None
+    import random
+
+    order = list(items)
+    random.Random(ctx.cycle_id).shuffle(order)  # fixed before any outcome is seen
+    results: dict[str, Any] = {}
+    for start in range(0, len(order), ctx.policy.eval_batch):
+        batch = order[start : start + ctx.policy.eval_batch]
+        results.update(
+            evaluate_version(
+                ctx.store, version, batch, ctx.model_for, dataset_id=dataset, workers=ctx.policy.eval_workers
+            )
+        )
+        outcomes = [(baseline[i.id].correct, results[i.id].correct) for i in order[: start + len(batch)]]
+        if should_stop(outcomes, gate_settings.alpha) and start + len(batch) < len(order):
+            return results, start + len(batch)
+    return results, None
 
 
 def _canary(ctx: _Context) -> dict[str, Any]:
