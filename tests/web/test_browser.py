@@ -235,3 +235,24 @@ def test_the_dashboard_draws_its_charts_from_the_store(settings, store, server, 
         assert cells[9] == cycle["result"]["metrics"]["bottleneck"]
     assert page.locator("#bottleneck").inner_text() == cycles[-1]["result"]["metrics"]["bottleneck"]
     screenshot(page, "dashboard")
+
+    # why: each candidate with the estimate the gate judged, labelled on the gain chart too
+    from flywheel.cycle.metrics import gate_verdicts
+
+    verdicts = [v for c in cycles for v in gate_verdicts(store, cycles)[c["id"]]]
+    shown = page.locator("#verdicts tbody tr")
+    assert shown.count() == len(verdicts) > 0
+    for row, verdict in zip(shown.all(), verdicts, strict=True):
+        judged = row.locator("td.judged").inner_text()
+        assert judged.startswith(f"{verdict['estimate']} {100 * verdict['gain']:+.1f} [")
+        assert row.locator("td.status").inner_text() == verdict["status"]
+        assert row.locator("td.refused-by").inner_text() == (verdict["refused_by"] or "")
+    labels = page.locator("#chart-gain svg text").all_text_contents()
+    assert sum("(judged)" in label for label in labels) == len(verdicts)
+    # offline vs live: one row per version measured or served, with its live rates
+    alignment = page.locator("#alignment tbody tr")
+    assert alignment.count() >= 2 and page.locator("#alignment").is_visible()
+    assert page.locator("#alignment td.verdict").first.inner_text()
+    page.locator("#why").scroll_into_view_if_needed()
+    page.evaluate("document.getElementById('why').scrollIntoView()")
+    screenshot(page, "dashboard-why")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from flywheel.cli.common import console, open_store, print_json
 
@@ -41,6 +42,11 @@ def _brief(row: dict[str, Any]) -> dict[str, Any]:
         "signal_density": metrics.get("signal_density"),
         "accuracy": improvement.get("accuracy"),
         "ci95": improvement.get("ci95"),
+        # the estimate the gate judged (absent from cycles recorded before it was kept)
+        "estimate": improvement.get("estimate"),
+        "gain": improvement.get("gain"),
+        "gain_ci95": improvement.get("gain_ci95"),
+        "refused_by": improvement.get("refused_by"),
         "served_version": metrics.get("served_version"),
     }
 
@@ -78,7 +84,15 @@ def _print_brief(b: dict[str, Any]) -> None:
     out.print(f"cycle {b['workload']}#{b['number']} {b['status']}: {b['outcome']}", highlight=False)
     if b["accuracy"]:
         (base, cand), (low, high) = b["accuracy"], b["ci95"]
-        out.print(f"held-out accuracy {base:.1%} -> {cand:.1%} (gain 95% CI [{low:+.1%}, {high:+.1%}])")
+        if b.get("gain") is not None and b.get("gain_ci95"):
+            (jlow, jhigh), kind = b["gain_ci95"], b["estimate"]
+            judged = f"gain judged ({kind}) {b['gain']:+.1%}, 95% CI [{jlow:+.1%}, {jhigh:+.1%}]"
+            plain = f"; plain CI [{low:+.1%}, {high:+.1%}]" if kind != "plain" else ""
+            out.print(f"held-out accuracy {base:.1%} -> {cand:.1%} ({judged}{plain})", highlight=False)
+        else:
+            out.print(f"held-out accuracy {base:.1%} -> {cand:.1%} (gain 95% CI [{low:+.1%}, {high:+.1%}])")
+        if b.get("refused_by") and b["outcome"] == "gate_failed":
+            out.print(f"refused by: {b['refused_by']}", highlight=False, markup=False)
     if b["cycle_seconds"] is not None:
         out.print(
             f"took {b['cycle_seconds']:.0f} s; bottleneck: {b['bottleneck']}; serving {b['served_version']}"
@@ -218,8 +232,11 @@ def report(
     png: Annotated[bool, typer.Option(help="Also write a PNG per chart.")] = True,
     json: Json = False,
 ) -> None:
-    """The dashboard as a static HTML file (and PNG charts) for sharing."""
+    """The dashboard as a static HTML file (and PNG charts) for sharing; on the
+    terminal, why the gate decided as it did on each candidate, and each
+    version's offline accuracy beside its live completion and satisfaction."""
     from flywheel.cycle import list_cycles
+    from flywheel.web.charts import dashboard_data
     from flywheel.web.report import write_report
 
     with open_store() as store:
@@ -227,9 +244,94 @@ def report(
             from flywheel.errors import NotFound
 
             raise NotFound(f"workload {workload!r} has no cycle yet", hint="run 'flywheel cycle run' first")
-        path = write_report(store, workload, out, png=png)
+        data = dashboard_data(store, workload)
+        path = write_report(store, workload, out, png=png, data=data)
     files = sorted(str(p) for p in out.iterdir())
     if json:
-        print_json({"report": str(path), "files": files})
+        print_json(
+            {
+                "report": str(path),
+                "files": files,
+                "candidates": data["candidates"],
+                "alignment": data["alignment"],
+            }
+        )
         return
-    console().print(f"report: {path} ({len(files)} files in {out})")
+    out_console = console()
+    out_console.print(verdict_table(data["candidates"]))
+    out_console.print(alignment_table(data["alignment"]))
+    out_console.print(f"report: {path} ({len(files)} files in {out})")
+
+
+def _pts(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:+.1f}"
+
+
+def _ci_pts(ci: list[float] | None) -> str:
+    return "" if not ci or ci[0] is None else f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+
+
+def _rate(value: float | None, ci: list[float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1%}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
+def verdict_table(candidates: list[dict[str, Any]], *, title: str | None = None) -> Table:
+    """Per cycle and candidate: the estimate the gate judged (gains in points, with
+    their 95% CIs), the plain one, the check that refused it, and its power."""
+    table = Table(
+        "cycle",
+        "candidate",
+        "gate",
+        "gain judged [95% CI]",
+        "plain gain [95% CI]",
+        "refused by",
+        "power",
+        title=title or "why: the gate on each candidate (gains in points)",
+    )
+    for v in candidates:
+        cells = (
+            str(v["cycle"]),
+            v.get("strategy") or v["version"],
+            v["status"],
+            f"{v['estimate']} {_pts(v['gain'])}{_ci_pts(v['ci95'])}",
+            f"{_pts(v['plain_gain'])}{_ci_pts(v['plain_ci95'])}",
+            v.get("refused_by") or "",
+            v.get("power_text") or "",
+        )
+        table.add_row(*(Text(cell) for cell in cells))  # check texts are shown as written, never as markup
+    return table
+
+
+def alignment_table(rows: list[dict[str, Any]]) -> Table:
+    """Per version: offline accuracy and gain over its parent beside live task
+    completion and satisfaction, and whether the offline gain shows live."""
+    table = Table(
+        "version",
+        "parent",
+        "offline accuracy",
+        "offline gain (pts)",
+        "live tasks",
+        "completion",
+        "satisfaction",
+        "offline vs live",
+        title="offline vs live, per version",
+    )
+    for a in rows:
+        offline, gain, live = a["offline"], a["offline_gain"], a["live"]
+        verdict = Text(a["verdict"], style="bold red" if a["flagged"] else "")
+        if a["detail"]:
+            verdict.append("\n" + a["detail"], style="dim")
+        cells = (
+            f"#{a['number']} {a['strategy'] or ''}".strip(),
+            f"#{a['parent_number']}" if a["parent_number"] else "",
+            f"{offline['accuracy']:.1%} (n={offline['n']})" if offline else "-",
+            f"{gain['estimate']} {_pts(gain['gain'])}{_ci_pts(gain['ci95'])}" if gain else "-",
+            str(live["tasks"]),
+            _rate(live["completion"], live["completion_ci95"]),
+            _rate(live["satisfaction"], live["satisfaction_ci95"])
+            + (f" n={live['rated']}" if live["rated"] else ""),
+        )
+        table.add_row(*(Text(cell) for cell in cells), verdict)
+    return table

@@ -18,9 +18,12 @@ from flywheel.cli.data import render_stats
 DEMO_WORKLOAD = "bfcl-demo"
 
 
-def _cycle_row(cycle: dict[str, Any], served_before: str | None) -> dict[str, Any]:
+def _cycle_row(
+    cycle: dict[str, Any], served_before: str | None, candidates: list[dict[str, Any]]
+) -> dict[str, Any]:
     """One cycle as the demo reports it: the version serving after the cycle and
-    its accuracy on the held-out items, with a Wilson 95% CI."""
+    its accuracy on the held-out items, with a Wilson 95% CI; and why the gate
+    decided as it did (``candidates``: ``flywheel.cycle.metrics.gate_verdicts``'s)."""
     metrics = cycle["result"].get("metrics", {})
     from flywheel.evaluate.offline import wilson_interval
 
@@ -36,6 +39,9 @@ def _cycle_row(cycle: dict[str, Any], served_before: str | None) -> dict[str, An
         if e["version"] == served:
             break
     improvement = metrics.get("improvement") or {}
+    judged = next((v for v in candidates if v["version"] == improvement.get("version")), None) or max(
+        candidates, key=lambda v: v["gain"] if v["gain"] is not None else -2.0, default={}
+    )
     return {
         "cycle": cycle["number"],
         "outcome": cycle["result"].get("outcome"),
@@ -45,7 +51,14 @@ def _cycle_row(cycle: dict[str, Any], served_before: str | None) -> dict[str, An
         "ci_high": high,
         "held_out_items": evaluate.get("items"),
         "baseline_accuracy": (improvement.get("accuracy") or [None])[0],
-        "gain_ci95": improvement.get("ci95"),
+        "gain_ci95": improvement.get("ci95"),  # the plain estimate's
+        # the estimate the gate judged (plain, or reweighted), what refused it, its power
+        "estimate": judged.get("estimate"),
+        "gain": judged.get("gain"),
+        "judged_ci95": judged.get("ci95"),
+        "refused_by": judged.get("refused_by"),
+        "power": judged.get("power_text"),
+        "candidates": [{"cycle": cycle["number"], **v} for v in candidates],
         "cost_per_task": (metrics.get("live") or {}).get("cost_per_task"),
         "signal_density": metrics.get("signal_density"),
         "examples": metrics.get("examples"),
@@ -81,6 +94,7 @@ def demo(
     from flywheel.agents.simulate import SimulatedUsers
     from flywheel.agents.simulate import simulate as serve_traffic
     from flywheel.cycle import CyclePolicy, get_cycle, run_cycle
+    from flywheel.cycle.metrics import gate_verdicts
     from flywheel.cycle.runner import GateSettings, ensure_baseline
     from flywheel.errors import InvalidInput
     from flywheel.models.registry import load_model
@@ -181,7 +195,8 @@ def demo(
                     store, DEMO_WORKLOAD, policy, model_for=model_for, traffic=traffic, progress=progress
                 )
                 bar.remove_task(stage_job)
-                row = _cycle_row(get_cycle(store, run.id), served)
+                record = get_cycle(store, run.id)
+                row = _cycle_row(record, served, gate_verdicts(store, [record])[record["id"]])
                 served = row["served_version"]
                 rows.append(row)
                 if not json:
@@ -225,14 +240,19 @@ def _print_row(row: dict[str, Any]) -> None:
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
+    from rich.text import Text
+
+    from flywheel.cli.cycle import verdict_table
+
     table = Table(
         "cycle",
         "outcome",
         "held-out accuracy [95% CI]",
-        "gain vs previous [95% CI]",
+        "gain the gate judged [95% CI]",
         "signal / 1k tasks",
         "cost / task",
         "seconds",
+        "why",
         title="cycle over cycle (simulated users, real local model)",
     )
     for r in rows:
@@ -241,17 +261,28 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             if r["accuracy"] is not None
             else "-"
         )
-        gain = f"[{r['gain_ci95'][0]:+.1%}, {r['gain_ci95'][1]:+.1%}]" if r["gain_ci95"] else "-"
+        gain = "-"
+        if r["gain"] is not None and r["judged_ci95"]:
+            (low, high), kind = r["judged_ci95"], r["estimate"]
+            gain = f"{kind} {r['gain']:+.1%} [{low:+.1%}, {high:+.1%}]"
+            if kind != "plain" and r["gain_ci95"]:
+                gain += f"\nplain [{r['gain_ci95'][0]:+.1%}, {r['gain_ci95'][1]:+.1%}]"
+        why = f"refused: {r['refused_by']}" if r["outcome"] == "gate_failed" and r["refused_by"] else ""
         table.add_row(
             str(r["cycle"]),
             r["outcome"] or "",
             acc,
-            gain,
+            Text(gain),
             f"{r['signal_density']:.0f}" if r["signal_density"] is not None else "-",
             f"${r['cost_per_task']:.6f}" if r["cost_per_task"] is not None else "-",
             f"{r['cycle_seconds']:.0f}" if r["cycle_seconds"] is not None else "-",
+            Text(why),
         )
-    console().print(table)
+    out = console()
+    out.print(table)
+    candidates = [v for r in rows for v in r["candidates"]]
+    if candidates:
+        out.print(verdict_table(candidates))
 
 
 def example(

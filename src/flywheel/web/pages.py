@@ -58,7 +58,31 @@ def _env() -> Environment:
     env.filters["pretty"] = _pretty
     env.filters["short"] = _short
     env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S") if d else ""
+    env.filters["pct"] = _pct
+    env.filters["pts"] = _pts
+    env.filters["ci_pts"] = _ci_pts
+    env.filters["ci_pct"] = _ci_pct
     return env
+
+
+def _pct(value: float | None) -> str:
+    """A rate as a percentage: 37.5%."""
+    return "" if value is None else f"{100 * value:.1f}%"
+
+
+def _pts(value: float | None) -> str:
+    """A difference of rates in points, signed: +12.5."""
+    return "" if value is None else f"{100 * value:+.1f}"
+
+
+def _ci_pts(ci: list[float] | None) -> str:
+    """A CI of a difference in points: [-1.9, +36.4]."""
+    return "" if not ci or ci[0] is None else f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+
+
+def _ci_pct(ci: list[float] | None) -> str:
+    """A CI of a rate in percent: [21.0, 54.3]."""
+    return "" if not ci or ci[0] is None else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
 def _html(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -461,7 +485,8 @@ def dashboard(request: Request, workload: str = "") -> HTMLResponse:
 
     workloads = sorted({c["workload"] for c in list_cycles(store)})
     workload = workload or (workloads[0] if workloads else "")
-    data = dashboard_data(store, workload) if workload else {"cycles": [], "stages": [], "review": None}
+    empty: dict[str, Any] = {"cycles": [], "stages": [], "candidates": [], "alignment": [], "review": None}
+    data = dashboard_data(store, workload) if workload else empty
     return _html(
         request,
         "dashboard.html",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from flywheel.store import Store
 from flywheel.web.charts import dashboard_data, specs
@@ -12,14 +13,18 @@ from flywheel.web.charts import dashboard_data, specs
 __all__ = ["write_report"]
 
 
-def write_report(store: Store, workload: str, folder: Path, *, png: bool = True) -> Path:
-    """Write ``folder/index.html`` (and ``folder/CHART.png`` each); returns the HTML's path."""
+def write_report(
+    store: Store, workload: str, folder: Path, *, png: bool = True, data: dict[str, Any] | None = None
+) -> Path:
+    """Write ``folder/index.html`` (and ``folder/CHART.png`` each, and the numbers
+    as ``data.json``); returns the HTML's path. ``data``: ``dashboard_data``'s,
+    when the caller has it already."""
     import vl_convert
 
     from flywheel.web.pages import STATIC, _env
 
     folder.mkdir(parents=True, exist_ok=True)
-    data = dashboard_data(store, workload)
+    data = data if data is not None else dashboard_data(store, workload)
     charts = specs(data)
     if png:
         for name, spec in charts.items():
