@@ -4,6 +4,8 @@ paying only for new items and new versions."""
 
 from datetime import timedelta
 
+from tests.cycle.test_cycle import policy, serve
+
 import flywheel
 from flywheel.curate import DEFAULT_RULES, parse_rules
 from flywheel.curate import curate as run_curate
@@ -13,7 +15,6 @@ from flywheel.cycle.runner import ensure_baseline
 from flywheel.evaluate.standing import standing_items
 from flywheel.records import utcnow
 from flywheel.store import tables as t
-from tests.cycle.test_cycle import items, policy, serve, student  # noqa: F401  (fixtures)
 
 RULES = parse_rules(DEFAULT_RULES.replace("eval: 0.2", "eval: 0.3"), name="test rules")
 
@@ -27,7 +28,7 @@ def _question_splits(store, dataset_id):
     return out
 
 
-def test_the_set_grows_with_each_version_and_never_trains(settings, store, items, student):  # noqa: F811
+def test_the_set_grows_with_each_version_and_never_trains(settings, store, items, student):
     fw = flywheel.init("bfcl", settings=settings)
     serve(fw, items, student, 80, seed=0)
     first = run_curate(store, "bfcl", RULES)
@@ -48,7 +49,7 @@ def test_the_set_grows_with_each_version_and_never_trains(settings, store, items
     assert [v["number"] for v in store.list_eval_sets("bfcl")] == [1, 2]
 
 
-def test_old_labels_wait_for_revalidation(settings, store, items, student):  # noqa: F811
+def test_old_labels_wait_for_revalidation(settings, store, items, student):
     fw = flywheel.init("bfcl", settings=settings)
     serve(fw, items, student, 80, seed=0)
     fw.close()
@@ -65,7 +66,7 @@ def test_old_labels_wait_for_revalidation(settings, store, items, student):  # n
     assert [i.id for i in standing_items(store, "bfcl")] == [item["id"]]
 
 
-def test_a_changed_tool_schema_makes_its_items_stale(settings, store, items, student):  # noqa: F811
+def test_a_changed_tool_schema_makes_its_items_stale(settings, store, items, student):
     fw = flywheel.init("bfcl", settings=settings)
     serve(fw, items, student, 80, seed=0)
     fw.close()
@@ -89,7 +90,7 @@ def test_cycles_judge_on_the_whole_set_and_answer_only_what_is_new(
     store,
     items,
     student,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     fw = flywheel.init("bfcl", settings=settings)
     chosen = policy(tmp_path, eval_set="standing")
@@ -124,7 +125,7 @@ def test_cycles_judge_on_the_whole_set_and_answer_only_what_is_new(
     assert len(answered) == len({r.item_id for r in answered}) <= sets[1]["items"]
 
 
-def test_the_set_on_the_command_line(settings, store, items, student, monkeypatch):  # noqa: F811
+def test_the_set_on_the_command_line(settings, store, items, student, monkeypatch):
     import json
 
     from typer.testing import CliRunner
@@ -151,7 +152,7 @@ def test_a_sequential_gate_stops_early_and_a_small_set_asks_for_labels(
     store,
     items,
     student,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     from flywheel.cycle import get_cycle
     from flywheel.cycle.runner import GateSettings
@@ -183,7 +184,7 @@ def test_a_set_too_small_for_the_gain_worth_shipping_asks_for_labels(
     store,
     items,
     student,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     from flywheel.cycle import get_cycle
     from flywheel.cycle.runner import GateSettings
