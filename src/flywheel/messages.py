@@ -112,12 +112,21 @@ def _lists(node: Any) -> Any:
     return items
 
 
+def _dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+    except TypeError:  # an integer beyond 64 bits: the standard library writes it
+        import json
+
+        return json.dumps(value, default=str, ensure_ascii=False)
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
         return value
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+    return _dumps(value)
 
 
 def _arguments(value: Any) -> str:
@@ -125,7 +134,7 @@ def _arguments(value: Any) -> str:
         return value  # kept as the model wrote it
     if value is None:
         return "{}"
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+    return _dumps(value)
 
 
 def _tool_call(call: Any) -> dict[str, Any] | None:
@@ -164,6 +173,12 @@ _PART_TYPES = {
 _NOT_CONTENT = {"tool_call", "tool_use", "tool_call_response", "tool_result", "reasoning", "thinking"}
 
 
+def _type(value: dict[str, Any]) -> str | None:
+    """A part's or message's ``type``, when it is a string (logged content is untrusted)."""
+    kind = value.get("type")
+    return kind if isinstance(kind, str) else None
+
+
 def _parts_in_text(value: str) -> Any:
     """Content a library wrote as the JSON of a list of parts (and only that: a
     user's own JSON text stays text)."""
@@ -173,7 +188,7 @@ def _parts_in_text(value: str) -> Any:
     if (
         isinstance(parsed, list)
         and parsed
-        and all(isinstance(p, dict) and (p.get("type") in _PART_TYPES | _NOT_CONTENT) for p in parsed)
+        and all(isinstance(p, dict) and (_type(p) in _PART_TYPES | _NOT_CONTENT) for p in parsed)
     ):
         return parsed
     return value
@@ -203,7 +218,7 @@ def _content(value: Any, reasoning: list[str] | None = None) -> Any:
             continue
         if "message_content" in part and isinstance(part["message_content"], dict):  # OpenInference
             part = part["message_content"]
-        kind = part.get("type")
+        kind = _type(part)
         if kind in ("text", "input_text", "output_text") or (kind is None and "text" in part):
             parts.append({"type": "text", "text": _text(part.get("text", part.get("content")))})
         elif kind == "image_url" and isinstance(part.get("image_url"), dict):
@@ -272,12 +287,13 @@ def normalize_message(message: Any, role: str | None = None) -> list[dict[str, A
             inner["content"] = message["content"]
         return normalize_message(inner, role)
     if message.get("lc") and isinstance(message.get("kwargs"), dict):  # a serialised LangChain message
-        class_name = (message.get("id") or [""])[-1]
+        path = message.get("id")
+        class_name = path[-1] if isinstance(path, list) and path and isinstance(path[-1], str) else ""
         kwargs = dict(message["kwargs"])
         kwargs["role"] = kwargs.get("role") or _LANGCHAIN_CLASSES.get(class_name) or role or "user"
         return normalize_message(kwargs, role)
     kind = message.get("role") or role
-    if kind is None and message.get("type") in _ROLES:  # LangChain's dict form
+    if kind is None and _type(message) in _ROLES:  # LangChain's dict form
         kind = message["type"]
     kind = _ROLES.get(str(kind).lower(), role or "user") if kind else "user"
 

@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flywheel.messages import (
     normalize_completion,
@@ -307,3 +309,51 @@ def test_what_no_shape_explains_is_kept_not_lost():
         '{"title": "T", "content": "body"}'
     )
     assert normalize_completion({"answer": 42}) is None  # no chat shape: the caller keeps it as it came
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.sampled_from(["user", "assistant", "tool", "text", "tool_call", "parts", "[{}]", '{"a":1}']),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "role",
+                    "content",
+                    "parts",
+                    "type",
+                    "tool_calls",
+                    "function",
+                    "name",
+                    "arguments",
+                    "id",
+                    "lc",
+                    "kwargs",
+                    "message",
+                    "choices",
+                    "text",
+                    "tool_call_id",
+                    "generations",
+                ]
+            ),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json)
+def test_any_json_is_read_without_an_exception(value):
+    """Logged content is untrusted: whatever its shape, reading it never raises."""
+    normalize_messages(value)
+    normalize_messages([value])
+    normalize_tools(value)
+    normalize_completion(value)
