@@ -37,11 +37,7 @@ values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
     max_leaves=8,
 )
-# A JSON column holding a bare number does not read back on SQLite (the column's
-# numeric affinity stores "0" as the integer 0, which the JSON decoder refuses):
-# test_a_task_whose_output_is_a_number_renders shows it; until the store keeps
-# such values, a whole column's value here is never a bare number.
-column_values = values.filter(lambda v: isinstance(v, bool) or not isinstance(v, int | float))
+column_values = values  # a whole column's value may be a bare number too
 roles = st.sampled_from(["assistant", "user", "system", "tool", "ai", "Assistant"]) | values
 call = st.one_of(
     st.fixed_dictionaries(
@@ -334,16 +330,7 @@ def test_any_stored_task_renders_on_every_page_with_its_content_escaped(client, 
     assert marker not in queue.text
 
 
-def test_a_task_whose_output_is_a_number_renders(client, store, settings, backend, request):
-    if backend == "sqlite":
-        request.applymarker(
-            pytest.mark.xfail(
-                raises=ValueError,
-                strict=True,
-                reason="store: a bare JSON number in a SQLite JSON column reads back as a number, "
-                "which orjson.loads refuses",
-            )
-        )
+def test_a_task_whose_output_is_a_number_renders(client, store, settings):
     task_id, at = fresh_id(), now()
     finished = {"type": "task_finished", "id": task_id, "workload": "prop", "session_id": "s"}
     events = [{**finished, "input": 7, "output": 42, "success": True, "started_at": at, "ended_at": at}]

@@ -26,8 +26,8 @@ __all__ = ["CurationQueries", "tool_set_id"]
 def _loads(text: str | None) -> Any:
     """JSON text extracted by the database; a value that is not JSON (a bare
     string SQLite's json_extract unquoted) is kept as it is."""
-    if text is None:
-        return None
+    if text is None or isinstance(text, int | float):
+        return text  # SQLite's numeric affinity: a bare number comes back a number
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:

@@ -30,6 +30,15 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def _loads(value: Any) -> Any:
+    """A JSON column's value. SQLite gives a column declared JSON numeric affinity,
+    so a value that is a bare number (an output of ``42``) comes back a number,
+    not text: it is the value already."""
+    if isinstance(value, int | float):
+        return value
+    return orjson.loads(value)
+
+
 def create_store_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     """An engine for ``url``, creating the SQLite file's folder when needed."""
     try:
@@ -47,7 +56,7 @@ def create_store_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine
         engine = create_engine(
             parsed,
             json_serializer=_dumps,
-            json_deserializer=orjson.loads,
+            json_deserializer=_loads,
             connect_args={"timeout": 60, "check_same_thread": False},
         )
         _configure_sqlite(engine, sqlite_synchronous)
