@@ -17,7 +17,18 @@ def test_demo_turns_the_whole_loop_and_reports_each_cycle(cli, store, settings, 
 
     out = json.loads(
         cli(
-            "demo", "--cycles", "1", "--tasks", "80", "--categories", "simple_python", "--seed", "3", "--json"
+            "demo",
+            "--cycles",
+            "1",
+            "--tasks",
+            "80",
+            "--categories",
+            "simple_python",
+            "--seed",
+            "3",
+            "--strategies",
+            "few_shot,prompt_rules",  # LoRA, the default with the train extra, is tested in tests/improve
+            "--json",
         ).stdout
     )
     assert out["simulated"] is True and out["categories"] == ["simple_python"]
@@ -41,3 +52,10 @@ def test_demo_rejects_unknown_categories(cli):  # noqa: F811
 def test_demo_rejects_unknown_strategies(cli):  # noqa: F811
     bad = cli("demo", "--strategies", "few_shot,lora+telepathy", ok=False)
     assert bad.exit_code == 2 and "unknown strategy" in bad.output and "(telepathy)" in bad.output
+
+
+def test_the_demo_trains_lora_by_default_with_the_train_extra():
+    pytest.importorskip("peft", reason="needs the train extra")
+    from flywheel.cli.demo import default_strategies
+
+    assert "lora" in default_strategies().split(",")

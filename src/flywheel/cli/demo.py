@@ -68,6 +68,16 @@ def _cycle_row(
     }
 
 
+def default_strategies() -> str:
+    """LoRA, the strategy that moves the local student far (docs/improve.md), when
+    the ``train`` extra is installed; without it, the prompt-only strategies."""
+    import importlib.util
+
+    if all(importlib.util.find_spec(name) for name in ("torch", "peft", "transformers")):
+        return "few_shot,lora"
+    return "few_shot,prompt_rules"
+
+
 def demo(
     cycles: Annotated[int, typer.Option(min=1, help="Flywheel cycles to run.")] = 2,
     tasks: Annotated[int, typer.Option(min=10, help="Simulated requests served before each cycle.")] = 200,
@@ -80,8 +90,11 @@ def demo(
     ] = 30.0,
     strategies: Annotated[
         str,
-        typer.Option(help="Candidates each cycle tries, comma-separated; a+b combines (lora+prompt_rules)."),
-    ] = "few_shot,prompt_rules",
+        typer.Option(
+            help="Candidates each cycle tries, comma-separated; a+b combines (lora+prompt_rules). "
+            "auto: few_shot and lora when the train extra is installed, else few_shot and prompt_rules."
+        ),
+    ] = "auto",
     correction_rate: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of wrong answers the simulated users correct.")
     ] = 0.5,
@@ -103,6 +116,8 @@ def demo(
     started = time.monotonic()
     from flywheel.improve import check_strategy
 
+    if strategies.strip() == "auto":
+        strategies = default_strategies()
     tried = [spec.strip() for spec in strategies.split(",") if spec.strip()]
     try:
         for spec in tried or [""]:
