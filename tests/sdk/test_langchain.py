@@ -66,7 +66,9 @@ def test_a_chain_run_is_one_task_with_its_steps(settings, store):
         "source": "kb",
     }
     assert llm.data["messages"] == [{"role": "user", "content": "Where is A7?"}]
-    assert llm.data["response"]["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup_order"
+    assert (
+        llm.data["response"]["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup_order"
+    )
     assert tool_step.name == "lookup_order" and tool_step.data["output"] == "order A7: shipped"
 
 
