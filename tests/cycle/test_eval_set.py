@@ -177,6 +177,10 @@ def test_a_sequential_gate_stops_early_and_a_small_set_asks_for_labels(
             t.eval_results.select().where(t.eval_results.c.version_id == evaluation["version"])
         ).fetchall()
     assert len(answered) == evaluation["stopped_early"]
+    # the items the two versions answered differently are worth a reviewer's look: boosted
+    boosted = [i for i in store.review_queue("bfcl", limit=1000) if "disagree" in i["reason"]]
+    assert evaluate["review_boosted"] == len(boosted) > 0
+    assert all(i["priority"] >= 1.0 for i in boosted)  # the boost's weight, on top of their own value
 
 
 def test_a_set_too_small_for_the_gain_worth_shipping_asks_for_labels(

@@ -51,7 +51,7 @@ from flywheel.evaluate.standing import standing_items
 from flywheel.improve import STRATEGIES, build_candidate, check_strategy
 from flywheel.models.base import ChatModel
 from flywheel.records import new_id, utcnow
-from flywheel.review.budget import select_review_batch
+from flywheel.review.budget import boost_review_items, select_review_batch
 from flywheel.store import Store
 from flywheel.store import tables as t
 
@@ -336,10 +336,12 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
     origins = label_origins(ctx.store, items, base.id)
     ratings = feedback_accuracy(ctx.store, base.id)
     evaluations = []
+    disagree: set[str] = set()  # items the candidates and the stable version answer differently
     for c in built:
         ctx.progress("evaluate", f"{c['strategy']} candidate on {len(items)} held-out items")
         version = get_version(ctx.store, c["version"])
         results, stopped = _answer_candidate(ctx, version, items, baseline, dataset)
+        disagree.update(i for i, r in results.items() if r.correct != baseline[i].correct)
         comparison = compare(
             {i: baseline[i] for i in results},
             results,
@@ -384,6 +386,12 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
         "chosen": chosen,
         "reason": reason,
     }
+    # Their labels decide the gate: a reviewer's look at them is worth the most.
+    examples = ctx.store.examples_by_id(sorted(disagree))
+    tasks = [row["task_id"] for row in examples.values()]
+    out["review_boosted"] = boost_review_items(
+        ctx.store, ctx.workload, tasks, "candidate and stable version disagree here", 1.0
+    )
     # Too few items to see the smallest gain worth shipping: say how many labels more.
     short = [e["power"] for e in evaluations if e.get("power") and not e["power"].get("enough")]
     if not chosen and short and all(p.get("needed_items") for p in short):
