@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.cli.test_cli import cli  # noqa: F401  (fixture)
 from tests.cycle.test_cycle import policy, serve
-from tests.cycle.test_metrics import aligned_workload
+from tests.cycle.test_cycle_metrics import aligned_workload
 
 import flywheel
 from flywheel.cycle import get_cycle, run_cycle
