@@ -2,8 +2,12 @@
 
     python bench/cycles.py [--cycles 3] [--tasks 200] [--strategies prompt_rules+lora]
 
-1. BFCL single-turn items are split as in bench/strategies.py (a hash of the
-   item id): a traffic pool, and held-out items no cycle ever sees.
+1. BFCL items (any single- or multi-turn categories) are split as in
+   bench/strategies.py (a hash of the item id): a traffic pool, and held-out
+   items no cycle ever sees. A single-turn item is right when its calls pass
+   BFCL's AST check; a multi-turn conversation when, after every turn, the
+   APIs it touched are in the state the ground truth leaves them in (it is
+   served, for measuring, under a separate workload, WORKLOAD-heldout).
 2. Each cycle, the version being served answers ``--tasks`` SIMULATED
    requests from the pool through the real SDK; simulated users correct
    ``--correction-rate`` (20%) of the wrong answers. Then ``run_cycle`` does
@@ -11,8 +15,9 @@
    successes"), improve (the policy's strategies), evaluate on the dataset's
    eval split against the gate, canary, watch, promote or roll back.
 3. First, the ceiling is measured on the held-out BFCL items (AST accuracy,
-   Wilson 95% CI): LoRA on the ground truth of every pool item (what perfect
-   labels would give). After each cycle, so is the version then serving.
+   Wilson 95% CI): LoRA on the ground truth of every single-turn pool item
+   (what perfect labels would give; not measured for multi-turn categories).
+   After each cycle, so is the version then serving.
 
 A candidate that the gate turned down is measured on the held-out items as
 well (``turned_down`` in the JSON, a line under the table): was it the
@@ -62,7 +67,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import flywheel
-    from flywheel.agents.simulate import SimulatedUsers, simulate
+    from flywheel.agents.simulate import SimulatedUsers, serve, simulate
+    from flywheel.agents.tool_agent import AgentConfig, ToolAgent
     from flywheel.config import Settings
     from flywheel.curate import CONFIRMED_RULES
     from flywheel.cycle import CyclePolicy, get_cycle, run_cycle
@@ -73,20 +79,25 @@ def main() -> None:
     from flywheel.models.registry import load_model
     from flywheel.store import Store
     from flywheel.store.artefacts import put_artefact
-    from flywheel.workloads.bfcl import load_bfcl
+    from flywheel.workloads import load_categories
+    from flywheel.workloads.bfcl_multi import MultiTurnItem
 
     started = time.perf_counter()
     args.store.parent.mkdir(parents=True, exist_ok=True)
     settings = Settings(database_url=f"sqlite:///{args.store}", home=args.store.parent / ".flywheel-cycles")
     store = Store.open(settings)
     workload = "bfcl-cycles"
-    items = load_bfcl([c.strip() for c in args.categories.split(",")], limit=args.per_category, seed=7)
+    items = load_categories(
+        [c.strip() for c in args.categories.split(",") if c.strip()], per_category=args.per_category, seed=7
+    )
     pool = [i for i in items if not _held_out(i.id, args.held_out)]
+    held_items = [i for i in items if _held_out(i.id, args.held_out)]
     held = [
         EvalItem(i.id, i.category, i.messages, i.tools, i.expected)
-        for i in items
-        if _held_out(i.id, args.held_out)
+        for i in held_items
+        if not isinstance(i, MultiTurnItem)
     ]
+    conversations = [i for i in held_items if isinstance(i, MultiTurnItem)]
     print(f"{len(items)} items: {len(pool)} in the traffic pool, {len(held)} held out", file=sys.stderr)
 
     def model_for(config: Any) -> Any:
@@ -111,30 +122,48 @@ def main() -> None:
     fw = flywheel.init(workload, settings=settings)
     users = SimulatedUsers(correction_rate=args.correction_rate)
 
+    # Held-out conversations are served for real (the environment executes the
+    # calls), logged under their own workload so that no cycle ever sees them.
+    judge = flywheel.init(f"{workload}-heldout", settings=settings) if conversations else None
+
     def held_out_accuracy(version: Any, label: str) -> dict[str, Any]:
-        answers = evaluate_version(
-            store,
-            version,
-            held,
-            model_for,
-            dataset_id="held-out",
-            workers=1,
-            progress=lambda n: print(f"\r{label}: {n}/{len(held)}", end="", file=sys.stderr),
+        answers = (
+            evaluate_version(
+                store,
+                version,
+                held,
+                model_for,
+                dataset_id="held-out",
+                workers=1,
+                progress=lambda n: print(f"\r{label}: {n}/{len(held_items)}", end="", file=sys.stderr),
+            )
+            if held
+            else {}
         )
         right = sum(a.correct for a in answers.values())
-        low, high = wilson_interval(right, len(held))
-        print(f"\r{label}: {right}/{len(held)} right", file=sys.stderr)
+        if judge is not None:
+            config = AgentConfig.from_version(version, model="local", artefacts=judge.artefact)
+            agent = ToolAgent(model_for(config), config)
+            for k, item in enumerate(conversations):
+                right += serve(judge, agent, item, f"held-out-{label}-{k}").correct
+                print(f"\r{label}: {len(held) + k + 1}/{len(held_items)}", end="", file=sys.stderr)
+            judge.flush(60)
+        low, high = wilson_interval(right, len(held_items))
+        print(f"\r{label}: {right}/{len(held_items)} right", file=sys.stderr)
         return {
             "version": version.id if version else None,
-            "accuracy": right / len(held),
+            "accuracy": right / len(held_items),
             "ci95": [low, high],
         }
 
     ceiling = None
-    if not args.no_ceiling:
+    single = [i for i in pool if not isinstance(i, MultiTurnItem)]
+    if not args.no_ceiling and (conversations or not single):
+        print("no ceiling: it is measured for single-turn categories only", file=sys.stderr)
+    elif not args.no_ceiling:
         t0 = time.perf_counter()
         trained = train_lora(
-            [TrainingExample(i.messages, i.tools, i.reference_calls()) for i in pool],
+            [TrainingExample(i.messages, i.tools, i.reference_calls()) for i in single],
             LoraSettings(epochs=args.epochs),
         )
         ref = put_artefact(
@@ -199,13 +228,18 @@ def main() -> None:
         }
         # A candidate the gate turned down, measured on the held-out items too: was it
         # the candidate that fell short, or the gate on a small eval split?
-        evaluated = {s["stage"]: s["outputs"] or {} for s in cycle["stages"]}.get("evaluate", {})
+        outputs = {s["stage"]: s["outputs"] or {} for s in cycle["stages"]}
+        evaluated = outputs.get("evaluate", {})
+        row["eval_items"] = evaluated.get("items")  # the standing set the gate judged on
+        row["labels_needed"] = evaluated.get("labels_needed")
+        row["why"] = evaluated.get("reason") or None
         row["gate"] = [  # what the gate saw: the plain paired difference and the reweighted one
             {
                 "strategy": ev["strategy"],
                 "promote": ev["promote"],
                 "eval_split": [ev["candidate"]["accuracy"], ev["baseline"]["accuracy"]],
                 "difference": [ev["difference"], *ev["ci95"]],
+                "mcnemar_p": ev.get("mcnemar_p"),
                 "reweighted": ev.get("reweighted"),
                 "per_origin": ev.get("per_origin"),
             }
@@ -226,17 +260,27 @@ def main() -> None:
         # what is done so far survives a stop
         args.out.write_text(json.dumps({"rows": rows, "ceiling": ceiling}, indent=2))
     fw.close()
+    if judge is not None:
+        judge.close()
 
     print(
-        f"\n{'cycle':>5} {'outcome':28} {'held-out accuracy [95% CI]':>28} {'of ceiling':>10} {'cycle s':>8} {'bottleneck':>12}"
+        f"\n{'cycle':>5} {'outcome':28} {'held-out accuracy [95% CI]':>28} {'of ceiling':>10} "
+        f"{'labels':>7} {'eval set':>8} {'cycle s':>8} {'bottleneck':>12}"
     )
     for row in rows:
         acc = f"{row['accuracy']:.1%} [{row['ci95'][0]:.1%}, {row['ci95'][1]:.1%}]"
         share = f"{row['accuracy'] / ceiling['accuracy']:.0%}" if ceiling and ceiling["accuracy"] else ""
         took = str(row.get("cycle_seconds_without_watch", ""))
+        labels = str(row.get("corrections_so_far", ""))
+        size = str(row.get("eval_items") or "")
         print(
-            f"{row['cycle']:>5} {str(row['outcome'])[:28]:28} {acc:>28} {share:>10} {took:>8} {str(row.get('bottleneck') or ''):>12}"
+            f"{row['cycle']:>5} {str(row['outcome'])[:28]:28} {acc:>28} {share:>10} {labels:>7} {size:>8} "
+            f"{took:>8} {str(row.get('bottleneck') or ''):>12}"
         )
+        if row.get("stage_seconds"):
+            print(f"{'':>5}   stages (s): {row['stage_seconds']}")
+        if row.get("why") and row.get("outcome") != "promoted":
+            print(f"{'':>5}   why: {row['why']}")
         for seen in row.get("gate", []):
             weighted = seen["reweighted"]
             reweighted = (
@@ -246,9 +290,10 @@ def main() -> None:
                 else ""
             )
             d, low, high = seen["difference"]
+            exact = f", McNemar p = {seen['mcnemar_p']:.3f}" if seen.get("mcnemar_p") is not None else ""
             print(
                 f"{'':>5}   gate on {seen['strategy']}: {seen['eval_split'][0]:.1%} vs {seen['eval_split'][1]:.1%} "
-                f"on the eval split, {d:+.1%} [{low:+.1%}, {high:+.1%}]{reweighted}"
+                f"on the standing set, {d:+.1%} [{low:+.1%}, {high:+.1%}]{exact}{reweighted}"
             )
         for other in row.get("turned_down", []):
             print(

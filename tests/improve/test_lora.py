@@ -130,6 +130,8 @@ def test_lora_refuses_a_model_behind_an_api_and_a_tiny_dataset(settings, store):
         LoraStrategy().build(store, "shop", "ds-missing", version)
     with pytest.raises(InvalidInput, match="learning_rate"):
         LoraSettings(learning_rate=3.0)
+    with pytest.raises(InvalidInput, match="warm_start_lr_scale"):
+        LoraSettings(warm_start_lr_scale=0.0)
     with pytest.raises(ConfigError, match="no store was given"):
         load_model("local", adapter="sha256:" + "0" * 64)
 
@@ -147,6 +149,9 @@ def test_a_warm_start_begins_where_the_serving_adapter_ended():
     first = train_lora(examples, LoraSettings(epochs=3, min_examples_seen=0, batch_size=2))
     warm = train_lora(examples, one_step, init_adapter=first.adapter)
     assert warm.warm_started and not first.warm_started
+    # a warm start continues at a share of the rate (the cold one's overshoots)
+    assert warm.learning_rate == pytest.approx(one_step.learning_rate * one_step.warm_start_lr_scale)
+    assert first.learning_rate == one_step.learning_rate
     assert warm.losses[0] < first.losses[-1] < first.losses[0], (first.losses, warm.losses)
     other = train_lora(
         examples,
