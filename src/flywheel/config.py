@@ -91,6 +91,16 @@ class Settings(BaseSettings):
         0.5, gt=0, description="Seconds between background flushes of the SDK's queue."
     )
     sdk_timeout: float = Field(10.0, gt=0, description="HTTP timeout of one SDK request, seconds.")
+    sdk_quarantine_attempts: int = Field(
+        10, ge=1, description="5xx answers to one batch after which the SDK may quarantine it (with the age)."
+    )
+    sdk_quarantine_after: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds a batch must have been refused with 5xx answers (as often as "
+        "FLYWHEEL_SDK_QUARANTINE_ATTEMPTS) before the SDK moves it to the dead-letter file, "
+        "provided the server's /healthz answers; until then it is retried.",
+    )
     auth: bool = Field(
         True,
         description="Require an API key on every endpoint but /healthz. Can be turned off "

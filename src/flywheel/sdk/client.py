@@ -63,6 +63,8 @@ class Flywheel:
             batch_size=settings.sdk_batch_size,
             queue_size=settings.sdk_queue_size,
             interval=settings.sdk_flush_interval,
+            quarantine_attempts=settings.sdk_quarantine_attempts,
+            quarantine_after=settings.sdk_quarantine_after,
         )
         self._put = self.pipeline.put
         self._configs: dict[str | None, tuple[float, AgentVersion | None]] = {}
@@ -253,7 +255,11 @@ class Flywheel:
         return self.pipeline.flush(timeout)
 
     def stats(self) -> dict[str, int]:
-        """Counts of this client: logged, sent, spooled, replayed, rejected, dropped, queued."""
+        """Counts of this client, in events: logged, sent, spooled, replayed,
+        rejected (refused for good by the server), quarantined (refused with 5xx
+        beyond the bound), dead_lettered (of those two, written to
+        ``dead-letter.jsonl`` in the spool folder), dropped (refused by the disk),
+        queued; and spool_files, errors, encode_errors."""
         return {**self.pipeline.stats(), "encode_errors": self.encode_errors}
 
     def close(self, timeout: float = 5.0) -> None:

@@ -1,5 +1,6 @@
 """The SDK's delivery pipeline: memory queue -> background flusher -> transport,
-with a disk spool for whatever cannot be delivered now.
+with a disk spool for whatever cannot be delivered now, and a dead-letter file
+for what the server will never take.
 
 Guarantees, in the order they matter to an agent:
 
@@ -7,19 +8,30 @@ Guarantees, in the order they matter to an agent:
    serialised (so later mutation of the agent's objects cannot change it) and
    appended to an in-memory deque; that is all the agent's thread does.
 2. Nothing is lost when the server is away. A batch that cannot be delivered
-   (connection refused, timeout, 5xx, 429, 401/403) is written to the spool,
-   and from then on new batches go behind it, so order is kept. The flusher
-   retries with exponential backoff and replays the spool, oldest first,
-   when the server answers again; a spool left by a crashed process is
-   adopted and replayed by the next one.
-3. Memory is bounded. Above ``sdk_queue_size`` queued events the flusher
+   now (connection refused, timeout, 5xx, 408, 425, 429, and 401/403/404/405,
+   which say the key or the URL is wrong, not the batch) is written to the
+   spool, and from then on new batches go behind it, so order is kept. The
+   flusher retries with exponential backoff and full jitter (never sooner than
+   a ``Retry-After`` asks) and replays the spool, oldest first, when the
+   server answers again; a spool left by a crashed process is adopted and
+   replayed by the next one.
+3. A bad batch cannot block the queue. What the server refuses for good (any
+   other 4xx: the whole batch, or the events a 200 or 422 names as rejected)
+   is appended to ``dead-letter.jsonl`` in the spool folder, one event per
+   line with the server's error, and never resent; the accepted events of a
+   partly rejected batch are not resent either. A batch the server keeps
+   answering with a 5xx is quarantined to the same file once it has been
+   refused ``sdk_quarantine_attempts`` times over at least
+   ``sdk_quarantine_after`` seconds while the server's ``/healthz`` answers
+   (a server whose database is down refuses every batch alike; those wait).
+4. Memory is bounded. Above ``sdk_queue_size`` queued events the flusher
    spills the oldest to the spool instead of waiting for the network. If the
    agent outruns the flusher and the queue reaches twice that size, the
    agent's own thread writes the oldest ``sdk_queue_size`` events to the spool
    in one file (about a microsecond per event). Events are dropped only when
    the disk refuses them (full, unwritable): oldest first, each one counted in
    ``stats()['dropped']`` and logged, never silent.
-4. Replays are safe: events carry ids, and the server stores each id once.
+5. Replays are safe: events carry ids, and the server stores each id once.
 """
 
 from __future__ import annotations
@@ -28,35 +40,55 @@ import contextlib
 import fcntl
 import logging
 import os
+import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Delivery", "Pipeline", "SendOutcome", "Spool", "encode_event"]
+__all__ = ["Delivery", "Pipeline", "SendOutcome", "Spool", "Transport", "encode_event"]
+
+DEAD_LETTER_FILE = "dead-letter.jsonl"
+_FIRST_BACKOFF = 0.5  # seconds: the ceiling of the first retry's delay
+_MAX_RETRY_AFTER = 600.0  # a longer Retry-After is honoured up to this
 
 
 class SendOutcome(Enum):
-    DELIVERED = "delivered"  # stored (possibly with some events rejected as invalid)
+    DELIVERED = "delivered"  # stored, but for the events ``errors`` names
+    REFUSED = "refused"  # refused for good (a 4xx): sending it again cannot help
     RETRY = "retry"  # keep it and try again later
     SPLIT = "split"  # too large: send it in halves
 
 
 @dataclass
 class Delivery:
+    """What became of one batch. ``errors`` are per-event errors, each a dict
+    with the event's ``index`` in the batch (and the server's ``field`` and
+    ``message``); ``status`` is the HTTP status (None in-process or when the
+    server was not reached); ``message`` says why a batch was refused or kept."""
+
     outcome: SendOutcome
-    rejected: int | None = 0  # None: the whole batch was refused
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    status: int | None = None
+    message: str = ""
+    retry_after: float | None = None  # seconds the server asked us to wait
 
 
-Transport = Callable[[bytes], Delivery]
+class Transport(Protocol):
+    def __call__(self, body: bytes) -> Delivery: ...
+
+    def healthy(self) -> bool:
+        """Whether the server (and its database) answers at all: a batch it
+        refuses with a 5xx while healthy is the batch's fault."""
+        ...
 
 
 def _default(value: Any) -> Any:
@@ -123,7 +155,7 @@ class Spool:
     def _folders(self) -> list[Path]:
         return [folder for folder, _ in self._adopted] + [self.dir]
 
-    def append(self, body: bytes, events: int) -> None:
+    def append(self, body: bytes, events: int) -> Path:
         """Store one batch; the file name records when, in what order, and how many events."""
         with self._append_lock:
             self._seq += 1
@@ -131,6 +163,18 @@ class Spool:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(body)
             os.replace(tmp, path)
+            return path
+
+    @property
+    def dead_letter_path(self) -> Path:
+        return self.root / DEAD_LETTER_FILE
+
+    def dead_letter(self, lines: list[bytes]) -> None:
+        """Append JSON lines to the dead-letter file, shared by every process
+        of this spool folder (whole lines under an ``flock``)."""
+        with open(self.dead_letter_path, "ab") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.write(b"".join(line + b"\n" for line in lines))
 
     def oldest(self) -> Path | None:
         for folder in self._folders():
@@ -182,6 +226,8 @@ class Pipeline:
         queue_size: int,
         interval: float,
         max_backoff: float = 30.0,
+        quarantine_attempts: int = 10,
+        quarantine_after: float = 600.0,
     ) -> None:
         self.transport = transport
         self.spool = spool
@@ -189,6 +235,8 @@ class Pipeline:
         self.queue_size = queue_size
         self.interval = interval
         self.max_backoff = max_backoff
+        self.quarantine_attempts = quarantine_attempts
+        self.quarantine_after = quarantine_after
         self.queue: deque[bytes] = deque()
         self.counts = {
             "logged": 0,
@@ -196,14 +244,20 @@ class Pipeline:
             "spooled": 0,
             "replayed": 0,
             "rejected": 0,
+            "quarantined": 0,
+            "dead_lettered": 0,
             "dropped": 0,
             "errors": 0,
         }
         self._wake = threading.Event()
         self._lock = threading.Lock()  # one drain at a time
         self._stopping = False
-        self._backoff = 0.0
-        self._retry_at = 0.0
+        self._failures = 0  # consecutive sends that must be retried
+        self._retry_at = 0.0  # monotonic time before which nothing is sent
+        self._not_before = 0.0  # the same, as a Retry-After asked: flush() honours it too
+        self._last: Delivery | None = None  # the answer of the last send
+        # A spooled batch's 5xx refusals: file name -> (count, monotonic time of the first)
+        self._refusals: dict[str, tuple[int, float]] = {}
         self._thread = threading.Thread(target=self._run, name="flywheel-flusher", daemon=True)
         self._thread.start()
 
@@ -261,7 +315,8 @@ class Pipeline:
             while self.queue:
                 batch = self._take(self.batch_size)
                 if not self._deliver(batch):
-                    self._spool(batch)
+                    path = self._spool(batch)
+                    self._count_refusal(path.name)
                     self._spill(everything=True)
                     return False
                 if len(self.queue) > self.queue_size:
@@ -275,9 +330,10 @@ class Pipeline:
             batch.append(queue.popleft())
         return batch
 
-    def _spool(self, batch: list[bytes]) -> None:
-        self.spool.append(encode_batch(batch), len(batch))
+    def _spool(self, batch: list[bytes]) -> Path:
+        path = self.spool.append(encode_batch(batch), len(batch))
         self.counts["spooled"] += len(batch)
+        return path
 
     def _spill(self, *, everything: bool) -> None:
         """Move queued events to disk: all of them, or the oldest above the bound."""
@@ -285,53 +341,169 @@ class Pipeline:
         while len(self.queue) > keep:
             self._spool(self._take(min(self.batch_size, len(self.queue) - keep)))
 
+    def _waiting(self) -> bool:
+        return bool(self._retry_at) and time.monotonic() < self._retry_at
+
     def _deliver(self, batch: list[bytes]) -> bool:
-        if self._retry_at and time.monotonic() < self._retry_at:
+        if self._waiting():
+            self._last = None  # not sent: nothing to count against the batch
             return False
-        body = encode_batch(batch)
-        delivery = self._send(body, len(batch))
-        if delivery is None:
+        stored = self._send(encode_batch(batch), len(batch))
+        if stored is None:
             return False
-        self.counts["sent"] += len(batch) - (delivery.rejected or 0)
+        self.counts["sent"] += stored
         return True
 
-    def _send(self, body: bytes, n: int) -> Delivery | None:
-        """Send one body; None means 'retry later' (and starts the backoff)."""
+    def _send(self, body: bytes, n: int) -> int | None:
+        """Send one body. Returns how many of its events the server stored (the
+        ones it refused for good are dead-lettered), or None: keep the body and
+        retry later (the backoff has started; ``self._last`` says why)."""
         try:
             delivery = self.transport(body)
         except Exception as exc:
-            # Warn once per outage, not on every retry.
-            (log.debug if self._backoff else log.warning)(
-                "flywheel: sending %d events failed (kept, will retry): %s", n, exc
-            )
-            delivery = Delivery(SendOutcome.RETRY)
-        if delivery.outcome is SendOutcome.SPLIT and n > 1:
-            events = decode_batch(body)
-            half = len(events) // 2
-            first = self._send(encode_batch(events[:half]), half)
-            if first is None:
-                return None
-            second = self._send(encode_batch(events[half:]), len(events) - half)
-            if second is None:
-                # The first half is stored; spool the second so it goes next.
-                self.spool.append(encode_batch(events[half:]), len(events) - half)
-                self.counts["spooled"] += len(events) - half
-                return Delivery(SendOutcome.DELIVERED, (first.rejected or 0) + len(events) - half)
-            return Delivery(SendOutcome.DELIVERED, (first.rejected or 0) + (second.rejected or 0))
-        if delivery.outcome is SendOutcome.SPLIT:  # one event alone is too large
-            log.error("flywheel: an event is larger than the server accepts; it is dropped")
-            self.counts["dropped"] += 1
-            return Delivery(SendOutcome.DELIVERED, 1)
+            delivery = Delivery(SendOutcome.RETRY, message=f"{type(exc).__name__}: {exc}")
+        self._last = delivery
         if delivery.outcome is SendOutcome.RETRY:
-            self._backoff = min(self.max_backoff, max(0.5, self._backoff * 2))
-            self._retry_at = time.monotonic() + self._backoff
+            # Warn once per outage, not on every retry.
+            (log.debug if self._failures else log.warning)(
+                "flywheel: sending %d events failed (kept, will retry): %s%s",
+                n,
+                f"{delivery.status} " if delivery.status else "",
+                delivery.message,
+            )
+            self._back_off(delivery.retry_after)
             return None
-        self._backoff = 0.0
+        self._failures = 0
         self._retry_at = 0.0
-        if delivery.rejected is None:
-            delivery.rejected = n
-        self.counts["rejected"] += delivery.rejected
-        return delivery
+        if delivery.outcome is SendOutcome.SPLIT:
+            if n > 1:
+                return self._send_halves(body)
+            delivery = Delivery(
+                SendOutcome.REFUSED,
+                status=delivery.status,
+                message=delivery.message or "the event is larger than the server accepts",
+            )
+        if delivery.outcome is SendOutcome.REFUSED:
+            log.error(
+                "flywheel: the server refused %d events for good (%s): %s; they are in %s",
+                n,
+                delivery.status,
+                delivery.message[:300],
+                self.spool.dead_letter_path,
+            )
+            named = {e.get("index"): e for e in delivery.errors}
+            status = delivery.status
+            self._dead_letter(body, [(i, named[i]) for i in range(n) if i in named], "rejected", status)
+            whole = [(i, {"index": i, "message": delivery.message}) for i in range(n) if i not in named]
+            self._dead_letter(body, whole, "refused", status)
+            self.counts["rejected"] += n
+            return 0
+        failed = [(e["index"], e) for e in delivery.errors if 0 <= e.get("index", -1) < n]
+        for _, error in failed[:5]:
+            log.warning("flywheel: the server rejected an event: %s", error)
+        if failed:
+            self._dead_letter(body, failed, "rejected", delivery.status)
+            self.counts["rejected"] += len(failed)
+        return n - len(failed)
+
+    def _send_halves(self, body: bytes) -> int | None:
+        events = decode_batch(body)
+        half = len(events) // 2
+        first = self._send(encode_batch(events[:half]), half)
+        if first is None:
+            return None
+        second = self._send(encode_batch(events[half:]), len(events) - half)
+        if second is None:
+            # The first half is stored; spool the second so it goes next.
+            self._spool(events[half:])
+            return first
+        return first + second
+
+    def _back_off(self, retry_after: float | None) -> None:
+        """Exponential backoff with full jitter: a random delay up to a ceiling
+        that doubles with each consecutive failure, never shorter than the
+        server's Retry-After."""
+        self._failures += 1
+        ceiling = min(self.max_backoff, _FIRST_BACKOFF * 2 ** min(self._failures - 1, 30))
+        delay = random.uniform(0.0, ceiling)
+        now = time.monotonic()
+        if retry_after is not None:
+            wait = min(max(retry_after, 0.0), _MAX_RETRY_AFTER)
+            self._not_before = now + wait
+            delay = max(delay, wait)
+        self._retry_at = now + delay
+
+    def _dead_letter(
+        self, body: bytes, failed: list[tuple[int, dict[str, Any]]], reason: str, status: int | None
+    ) -> None:
+        """Write the failed events of ``body`` to the dead-letter file, each with its error."""
+        if not failed:
+            return
+        try:
+            events = orjson.loads(body)["events"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:  # a spool file we did not write
+            log.error("flywheel: cannot read a refused batch to dead-letter it: %s", exc)
+            self.counts["dropped"] += len(failed)
+            return
+        at = datetime.now(UTC).isoformat()
+        lines = [
+            orjson.dumps(
+                {"at": at, "reason": reason, "status": status, "error": error, "event": events[index]}
+            )
+            for index, error in failed
+            if index < len(events)
+        ]
+        try:
+            self.spool.dead_letter(lines)
+        except OSError as exc:
+            self.counts["dropped"] += len(lines)
+            log.error(
+                "flywheel: dropped %d refused events: the dead-letter file refused them: %s", len(lines), exc
+            )
+            return
+        self.counts["dead_lettered"] += len(lines)
+
+    def _count_refusal(self, name: str) -> None:
+        """Remember a 5xx refusal of the spooled batch ``name`` (others do not count:
+        a server that is away or overloaded is no fault of the batch)."""
+        last = self._last
+        if last is None or last.status is None or last.status < 500:
+            return
+        count, first = self._refusals.get(name, (0, time.monotonic()))
+        self._refusals[name] = (count + 1, first)
+
+    def _quarantine(self, path: Path, body: bytes, n: int) -> bool:
+        """Dead-letter a batch the server keeps refusing with a 5xx while it is
+        otherwise healthy. True when it was quarantined."""
+        count, first = self._refusals.get(path.name, (0, 0.0))
+        if not count or count < self.quarantine_attempts:
+            return False
+        if time.monotonic() - first < self.quarantine_after:
+            return False
+        try:
+            healthy = self.transport.healthy()
+        except Exception:
+            healthy = False
+        if not healthy:
+            return False  # the server is failing every batch: this one waits with the rest
+        last = self._last
+        error = {"message": f"refused {count} times; the last answer: {last.message if last else ''}"}
+        log.error(
+            "flywheel: quarantined %d events the server refused %d times over %.0f s (%s): they are in %s",
+            n,
+            count,
+            time.monotonic() - first,
+            last.status if last else None,
+            self.spool.dead_letter_path,
+        )
+        status = last.status if last else None
+        self._dead_letter(body, [(i, {"index": i, **error}) for i in range(n)], "quarantined", status)
+        self.counts["quarantined"] += n
+        self._refusals.pop(path.name, None)
+        self.spool.remove(path)
+        self._failures = 0
+        self._retry_at = self._not_before = 0.0
+        return True
 
     def _replay(self) -> bool:
         """Send spooled batches, oldest first. True once the spool is empty."""
@@ -339,7 +511,7 @@ class Pipeline:
             path = self.spool.oldest()
             if path is None:
                 return True
-            if self._retry_at and time.monotonic() < self._retry_at:
+            if self._waiting():
                 return False
             try:
                 body = path.read_bytes()
@@ -348,19 +520,24 @@ class Pipeline:
                 log.error("flywheel: cannot read spool file %s: %s", path, exc)
                 self.counts["errors"] += 1
                 return False
-            delivery = self._send(body, n)
-            if delivery is None:
+            stored = self._send(body, n)
+            if stored is None:
+                self._count_refusal(path.name)
+                if self._quarantine(path, body, n):
+                    continue
                 return False
-            self.counts["replayed"] += n - (delivery.rejected or 0)
+            self.counts["replayed"] += stored
+            self._refusals.pop(path.name, None)
             self.spool.remove(path)
 
     # ----------------------------------------------------------- control
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Deliver everything now (blocking the caller, not the flusher)."""
+        """Deliver everything now (blocking the caller, not the flusher); only a
+        server's Retry-After is waited for."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            self._retry_at = 0.0
+            self._retry_at = self._not_before if self._not_before > time.monotonic() else 0.0
             if self.drain():
                 return True
             if deadline is None or time.monotonic() >= deadline:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -15,11 +17,23 @@ log = logging.getLogger(__name__)
 
 __all__ = ["HttpTransport", "LocalTransport"]
 
-_RETRY_STATUSES = {401, 403, 408, 425, 429}
+# Keep and retry: a server that is busy or slow, or answers before it is ready.
+_TRANSIENT = {408, 425, 429}
+# Keep and retry, with an error logged once: the key or the URL is wrong, not the batch,
+# and every batch would be refused alike until someone fixes the setting.
+_SETTINGS_WRONG = {401, 403, 404, 405}
 
 
 class HttpTransport:
-    """``POST /v1/events`` with the client's key; maps answers to delivery outcomes."""
+    """``POST /v1/events`` with the client's key; maps answers to delivery outcomes.
+
+    200: delivered, but for the events its ``rejected`` list names (they are
+    dead-lettered). 413: too large, send it in halves. 5xx, 408, 425, 429 and
+    connection errors: keep it and retry (honouring ``Retry-After``). 401, 403,
+    404, 405: keep it and retry, the settings are wrong. Any other 4xx: refused
+    for good (dead-lettered: the events a 422 names with their own error, the
+    rest with the answer's message).
+    """
 
     def __init__(self, settings: Settings) -> None:
         assert settings.url is not None
@@ -33,27 +47,36 @@ class HttpTransport:
     def __call__(self, body: bytes) -> Delivery:
         response = self.client.post("/v1/events", content=body)
         status = response.status_code
-        if status == 200:
-            rejected = response.json().get("rejected", [])
-            for error in rejected[:5]:
-                log.warning("flywheel: server rejected an event: %s", error)
-            return Delivery(SendOutcome.DELIVERED, len(rejected))
+        if 200 <= status < 300:
+            return Delivery(SendOutcome.DELIVERED, _event_errors(response), status)
         if status == 413:
-            return Delivery(SendOutcome.SPLIT)
-        if status in _RETRY_STATUSES or status >= 500:
-            if status in (401, 403) and status not in self._warned:
+            return Delivery(SendOutcome.SPLIT, status=status, message=_answer(response))
+        if status in _TRANSIENT or status >= 500:
+            return Delivery(
+                SendOutcome.RETRY,
+                status=status,
+                message=_answer(response),
+                retry_after=_retry_after(response),
+            )
+        if status in _SETTINGS_WRONG or status < 400:
+            if status not in self._warned:
                 self._warned.add(status)
                 log.error(
-                    "flywheel: %s refused the key (%d); events are kept in the spool until "
-                    "FLYWHEEL_API_KEY is fixed: %s",
+                    "flywheel: %s answered %d; events are kept in the spool until "
+                    "FLYWHEEL_URL / FLYWHEEL_API_KEY are fixed: %s",
                     self.base_url,
                     status,
                     response.text[:200],
                 )
-            return Delivery(SendOutcome.RETRY)
-        # 400 / 422: the events themselves are bad; sending them again cannot help.
-        log.error("flywheel: server refused a batch (%d): %s", status, _rejections(response))
-        return Delivery(SendOutcome.DELIVERED, rejected=None)
+            return Delivery(SendOutcome.RETRY, status=status, message=_answer(response))
+        # 400 / 422 and the like: the events themselves are bad; sending them again cannot help.
+        return Delivery(SendOutcome.REFUSED, _event_errors(response), status, _answer(response))
+
+    def healthy(self) -> bool:
+        try:
+            return self.client.get("/healthz", timeout=5.0).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def get(self, path: str, params: dict[str, Any], timeout: float) -> Any:
         response = self.client.get(path, params=params, timeout=timeout)
@@ -69,11 +92,52 @@ class HttpTransport:
         self.client.close()
 
 
-def _rejections(response: httpx.Response) -> str:
+def _json(response: httpx.Response) -> Any:
     try:
-        return orjson.dumps(response.json()).decode()[:500]
+        return response.json()
     except ValueError:
-        return response.text[:500]
+        return None
+
+
+def _event_errors(response: httpx.Response) -> list[dict[str, Any]]:
+    """The per-event errors of an ingest answer (``rejected``: index, id, field, message)."""
+    data = _json(response)
+    rejected = data.get("rejected") if isinstance(data, dict) else None
+    if not isinstance(rejected, list):
+        return []
+    return [e for e in rejected if isinstance(e, dict) and isinstance(e.get("index"), int)]
+
+
+def _answer(response: httpx.Response) -> str:
+    """The error an answer carries, short: ``{"error": {...}}``'s message, or its text."""
+    data = _json(response)
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        error = data["error"]
+        text = str(error.get("message", ""))
+        if error.get("hint"):
+            text += f" ({error['hint']})"
+        return text[:1000]
+    if data is not None:
+        return orjson.dumps(data).decode()[:1000]
+    return response.text[:1000]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds: a number of seconds or an HTTP date."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class LocalTransport:
@@ -91,10 +155,28 @@ class LocalTransport:
         self.ingestor = Ingestor(self.store, settings)
 
     def __call__(self, body: bytes) -> Delivery:
-        result = self.ingestor.ingest_body(body)
-        for error in result.rejected[:5]:
-            log.warning("flywheel: rejected an event: %s", error.as_dict())
-        return Delivery(SendOutcome.DELIVERED, len(result.rejected))
+        from flywheel.errors import FlywheelError, PayloadTooLarge
+
+        try:
+            result = self.ingestor.ingest_body(body)
+        except PayloadTooLarge as exc:
+            return Delivery(SendOutcome.SPLIT, status=exc.status, message=exc.message)
+        except FlywheelError as exc:
+            outcome = SendOutcome.REFUSED if exc.status < 500 else SendOutcome.RETRY
+            return Delivery(outcome, status=exc.status, message=str(exc))
+        except Exception as exc:  # what a server would answer with a 500
+            return Delivery(SendOutcome.RETRY, status=500, message=f"{type(exc).__name__}: {exc}")
+        return Delivery(SendOutcome.DELIVERED, [e.as_dict() for e in result.rejected])
+
+    def healthy(self) -> bool:
+        from sqlalchemy import text
+
+        try:
+            with self.store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
 
     def agent_version(self, workload: str, session_id: str | None) -> Any:
         from flywheel.deploy import route
