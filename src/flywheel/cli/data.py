@@ -18,6 +18,14 @@ from flywheel.ingest.importers import FORMATS, import_file
 tasks_app = typer.Typer(help="Browse logged tasks.", no_args_is_help=True)
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+_TIME_FORMATS = [
+    "%Y-%m-%d",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%d %H:%M:%S%z",
+    "%Y-%m-%dT%H:%M:%S.%f%z",
+]
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -31,7 +39,13 @@ def list_tasks(
     workload: Annotated[str | None, typer.Option(help="Only this workload.")] = None,
     session: Annotated[str | None, typer.Option(help="Only this session id.")] = None,
     failed: Annotated[bool, typer.Option("--failed", help="Only failed tasks.")] = False,
-    since: Annotated[datetime | None, typer.Option(help="Started at or after (ISO time).")] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Started at or after (ISO time, UTC unless it has an offset: 2026-05-01T09:00:00+05:00).",
+            formats=_TIME_FORMATS,
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
     cursor: Annotated[str | None, typer.Option(help="Next page (printed after a page).")] = None,
     json: Json = False,

@@ -292,9 +292,9 @@ class Store(CurationQueries, EvalSetQueries, SeedQueries):
         if finished is not None:
             conditions.append(c.ended_at.is_not(None) if finished else c.ended_at.is_(None))
         if since is not None:
-            conditions.append(c.started_at >= since)
+            conditions.append(c.started_at >= _in_utc(since))
         if until is not None:
-            conditions.append(c.started_at < until)
+            conditions.append(c.started_at < _in_utc(until))
         # Correlated EXISTS, not IN (subquery): walking the newest-first index and
         # probing each task's labels by index stays fast at 1M tasks; an IN list
         # would first read every matching label.
@@ -576,9 +576,16 @@ def _aware(value: datetime | None) -> datetime | None:
     return None if value is None else _utc(value)
 
 
+def _in_utc(value: datetime) -> datetime:
+    """A time to compare with stored ones, in UTC: SQLite stores times as UTC text
+    without an offset, so a bound like 10:00+05:00 must become 05:00 first (a
+    naive bound is taken as UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         at, task_id = cursor.split("|", 1)
-        return datetime.fromisoformat(at), task_id
+        return _in_utc(datetime.fromisoformat(at)), task_id
     except ValueError as exc:
         raise InvalidInput(f"cursor {cursor!r} is not one this server handed out") from exc
