@@ -99,7 +99,7 @@ def test_main_prints_errors_with_what_to_do(settings, tmp_path):
         env=env,
         timeout=60,
     )
-    assert out.returncode == 2 and "task 'nope' not found" in out.stderr
+    assert out.returncode == 3 and "task 'nope' not found" in out.stderr  # 3: not found
 
 
 def test_serve_refuses_no_auth_on_a_public_address(cli):

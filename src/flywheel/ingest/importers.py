@@ -27,7 +27,7 @@ from typing import Any, Literal
 import orjson
 
 from flywheel.errors import FlywheelError, InvalidInput
-from flywheel.ingest import Ingestor
+from flywheel.ingest import Ingestor, PreparedBatch
 
 __all__ = ["FORMATS", "ImportReport", "import_file"]
 
@@ -68,7 +68,10 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 def _time(value: Any) -> str:
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, UTC).isoformat()
+        try:
+            return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, UTC).isoformat()
+        except (OverflowError, OSError, ValueError) as exc:
+            raise InvalidInput(f"'timestamp' {value} is not a time: {exc}") from exc
     if isinstance(value, str) and value:
         return value
     return datetime.now(UTC).isoformat()
@@ -81,23 +84,25 @@ def openai_line_events(record: Any, line: bytes, workload: str | None) -> list[d
     if "request" in record:
         request = record["request"] or {}
         response: Any = record.get("response")
-        messages = request.get("messages")
+        if not isinstance(request, dict):
+            raise InvalidInput(f"'request' must be an object, not {_kind(request)}")
+        if response is not None and not isinstance(response, dict):
+            raise InvalidInput(f"'response' must be an object, not {_kind(response)}")
+        messages = _messages(request.get("messages"), "'request.messages'")
         tools = request.get("tools")
         model = request.get("model") or (response or {}).get("model")
         try:
-            output = response["choices"][0]["message"]
+            output = response["choices"][0]["message"]  # type: ignore[index]
         except (TypeError, KeyError, IndexError):
             output = None
     elif "messages" in record:
-        messages = list(record["messages"] or [])
+        messages = list(_messages(record["messages"] or [], "'messages'"))
         tools = record.get("tools")
         model = record.get("model")
         output = messages.pop() if messages and messages[-1].get("role") == "assistant" else None
         response = {"choices": [{"index": 0, "message": output}]} if output else None
     else:
         raise InvalidInput("a line needs 'request' and 'response', or 'messages'")
-    if not isinstance(messages, list):
-        raise InvalidInput("'messages' must be a list")
     workload = record.get("workload_id") or record.get("workload") or workload
     if not workload:
         raise InvalidInput("no workload: the line has no workload_id; pass --workload")
@@ -105,6 +110,8 @@ def openai_line_events(record: Any, line: bytes, workload: str | None) -> list[d
     at = _time(record.get("timestamp"))
     session = str(record.get("client_id") or record.get("session_id") or task_id)
     usage = (response or {}).get("usage") or {}
+    if not isinstance(usage, dict):
+        raise InvalidInput(f"'response.usage' must be an object, not {_kind(usage)}")
     return [
         {
             "type": "task_finished",
@@ -134,10 +141,56 @@ def openai_line_events(record: Any, line: bytes, workload: str | None) -> list[d
     ]
 
 
-def _import_otlp_line(ingestor: Ingestor, line: bytes, number: int, report: ImportReport) -> None:
-    logs = b'"resourceLogs"' in line or b'"resource_logs"' in line
+def _kind(value: Any) -> str:
+    """What a JSON value is, in words, for an error message."""
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "a number"
+    )
+
+
+def _messages(value: Any, name: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise InvalidInput(f"{name} must be a list of message objects, not {_kind(value)}")
+    for i, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise InvalidInput(f"{name}[{i}] must be a message object, not {_kind(message)}")
+    return value
+
+
+_OTLP_KEYS = ("resourceSpans", "resource_spans", "resourceLogs", "resource_logs")
+
+
+def _otlp_signal(line: bytes) -> str:
+    """``traces`` or ``logs``: which OTLP/JSON export a line is (or InvalidInput)."""
+    try:
+        document = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"not JSON: {exc}") from exc
+    keys = [k for k in _OTLP_KEYS if isinstance(document, dict) and k in document]
+    if not keys:
+        found = f" with keys {sorted(document)[:5]}" if isinstance(document, dict) else ""
+        raise InvalidInput(
+            "not an OTLP/JSON export: expected an object with resourceSpans or resourceLogs, "
+            f"got {_kind(document)}{found}"
+        )
+    if not isinstance(document[keys[0]], list):
+        raise InvalidInput(f"'{keys[0]}' must be a list, not {_kind(document[keys[0]])}")
+    return "logs" if "Logs" in keys[0] or "logs" in keys[0] else "traces"
+
+
+def _prepare_otlp_line(ingestor: Ingestor, line: bytes) -> tuple[PreparedBatch, bool]:
+    """One OTLP/JSON export line, decoded and checked; True when it is logs."""
+    logs = _otlp_signal(line) == "logs"
     prepare = ingestor.prepare_logs if logs else ingestor.prepare_traces
     prepared, _ = prepare(line, "application/json")
+    return prepared, logs
+
+
+def _write_otlp_line(
+    ingestor: Ingestor, prepared: PreparedBatch, logs: bool, number: int, report: ImportReport
+) -> None:
     result = ingestor.write(prepared)
     if not logs:
         report.tasks += len({row["task_id"] for row in prepared.rows.otel_records})
@@ -187,15 +240,23 @@ def import_file(
             if fmt == "openai-jsonl":
                 events = openai_line_events(orjson.loads(line), line, workload)
             else:
-                _import_otlp_line(ingestor, line, number, report)
-                if progress:
-                    progress(read)
-                continue
+                prepared, logs = _prepare_otlp_line(ingestor, line)
         except orjson.JSONDecodeError as exc:
             report.errors.append({"line": number, "field": "(line)", "message": f"not JSON: {exc}"})
             continue
         except FlywheelError as exc:
             report.errors.append({"line": number, "field": "(line)", "message": exc.message})
+            continue
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+            # A shape no check above foresaw: this line is bad, the others may be fine.
+            report.errors.append(
+                {"line": number, "field": "(line)", "message": f"cannot read it: {type(exc).__name__}: {exc}"}
+            )
+            continue
+        if fmt != "openai-jsonl":
+            _write_otlp_line(ingestor, prepared, logs, number, report)
+            if progress:
+                progress(read)
             continue
         report.tasks += len({e["id"] for e in events if e["type"].startswith("task_")})
         pending.extend(events)
