@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -32,6 +33,8 @@ from pydantic import (
 
 __all__ = [
     "MAX_CLOCK_SKEW",
+    "MAX_SEQ",
+    "NotBool",
     "Adoption",
     "AgentVersion",
     "AnnotationBody",
@@ -88,7 +91,12 @@ def new_id() -> str:
 
 
 def _aware_and_not_future(value: datetime) -> datetime:
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            f"timestamp {value.isoformat()} is out of range: in UTC it falls outside years 1 to 9999"
+        ) from None
     if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
         raise ValueError(
             f"timestamp {value.isoformat()} is in the future "
@@ -98,6 +106,20 @@ def _aware_and_not_future(value: datetime) -> datetime:
 
 
 Timestamp = Annotated[datetime, AfterValidator(_aware_and_not_future)]
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is a boolean; a number is expected here")
+    return value
+
+
+#: A number that a JSON ``true`` or ``false`` must not pass for (pydantic's lax
+#: mode reads them as 1 and 0).
+NotBool = BeforeValidator(_not_bool)
+
+#: The most a step's ``seq`` may be: the store keeps it in a 32-bit integer column.
+MAX_SEQ = 2**31 - 1
 Id = Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=r"^[^\x00-\x20/?#%\\\x7f]+$")]
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 
@@ -164,7 +186,7 @@ class TaskFinishedEvent(_Strict):
     ended_at: Timestamp
     output: Any = None
     success: bool | None = Field(description="None when the outcome is unknown")
-    confidence: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    confidence: Annotated[float, NotBool, Field(ge=0.0, le=1.0)] | None = None
     error: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -181,7 +203,7 @@ class TaskFinishedEvent(_Strict):
 class _StepEvent(_Strict):
     id: Id
     task_id: Id
-    seq: Annotated[int, Field(ge=0)] = 0
+    seq: Annotated[int, NotBool, Field(ge=0, le=MAX_SEQ)] = 0
     started_at: Timestamp
     ended_at: Timestamp | None = None
     error: str | None = Field(None, description="what went wrong, short: `Type: message`")
@@ -200,9 +222,9 @@ class LLMCallEvent(_StepEvent):
     messages: list[Any] = Field(default_factory=list)
     tools: list[Any] | None = None
     response: Any = None
-    input_tokens: Annotated[int, Field(ge=0)] | None = None
-    output_tokens: Annotated[int, Field(ge=0)] | None = None
-    cost: Annotated[float, Field(ge=0.0)] | None = None
+    input_tokens: Annotated[int, NotBool, Field(ge=0)] | None = None
+    output_tokens: Annotated[int, NotBool, Field(ge=0)] | None = None
+    cost: Annotated[float, NotBool, Field(ge=0.0)] | None = None
 
 
 class ToolCallEvent(_StepEvent):
@@ -210,7 +232,7 @@ class ToolCallEvent(_StepEvent):
     name: Name
     arguments: Any = None
     output: Any = None
-    attempt: Annotated[int, Field(ge=1)] = 1
+    attempt: Annotated[int, NotBool, Field(ge=1)] = 1
     fallback: bool = False
 
 
@@ -218,7 +240,7 @@ class FileAccessEvent(_StepEvent):
     type: Literal["file_access"] = "file_access"
     path: Annotated[str, Field(min_length=1, max_length=4096)]
     mode: Literal["read", "write", "modify"]
-    bytes: Annotated[int, Field(ge=0)] | None = None
+    bytes: Annotated[int, NotBool, Field(ge=0)] | None = None
 
 
 class ReasoningEvent(_StepEvent):
@@ -229,7 +251,7 @@ class ReasoningEvent(_StepEvent):
 class RetrievedDocument(_Strict):
     id: str | None = None
     content: str
-    score: float | None = None
+    score: Annotated[float, NotBool] | None = None
     source: str | None = None
 
 
@@ -249,8 +271,8 @@ class FeedbackEvent(_Strict):
     type: Literal["feedback"] = "feedback"
     id: Id
     task_id: Id
-    thumbs: Literal[-1, 1] | None = None
-    rating: Annotated[int, Field(ge=1, le=5)] | None = None
+    thumbs: Annotated[Literal[-1, 1], NotBool] | None = None
+    rating: Annotated[int, NotBool, Field(ge=1, le=5)] | None = None
     comment: str | None = None
     edited: bool = False
     edited_output: Any = None

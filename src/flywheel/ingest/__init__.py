@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flywheel.config import Settings
-from flywheel.ingest.events import EventError, PreparedBatch, prepare_body, prepare_events
+from flywheel.ingest.conflicts import find_conflicts
+from flywheel.ingest.events import EventError, PreparedBatch, Sender, prepare_body, prepare_events
 from flywheel.ingest.otlp import OtlpRecords, decode_logs, decode_traces, log_records, span_records
 from flywheel.ingest.redact import Redactor
 from flywheel.ingest.traces import assemble_rows, prepare_records
@@ -22,7 +23,7 @@ from flywheel.ingest.writer import BulkWriter
 from flywheel.models.pricing import PriceTable
 from flywheel.store import RowBatch, Store, WriteResult
 
-__all__ = ["BulkWriter", "EventError", "IngestResult", "Ingestor", "PreparedBatch", "Redactor"]
+__all__ = ["BulkWriter", "EventError", "IngestResult", "Ingestor", "PreparedBatch", "Redactor", "Sender"]
 
 
 @dataclass
@@ -61,9 +62,16 @@ class Ingestor:
         self.prices = PriceTable.from_file(settings.prices)
         self.writer = BulkWriter(store, assemble=self.assemble) if group_commit else None
 
-    def prepare_body(self, body: bytes) -> PreparedBatch:
+    def prepare_body(self, body: bytes, sender: Sender | None = None) -> PreparedBatch:
+        """A batch's body checked, redacted and turned into rows. With ``sender``
+        (the API key it came with), its labels are written in the key's name and
+        its annotations need the review scope."""
         return prepare_body(
-            body, self.redactor, max_events=self.settings.max_batch_events, prices=self.prices
+            body,
+            self.redactor,
+            max_events=self.settings.max_batch_events,
+            prices=self.prices,
+            sender=sender,
         )
 
     def prepare(self, items: list[Any]) -> PreparedBatch:
@@ -102,6 +110,18 @@ class Ingestor:
             rejected=prepared.rejected,
             unpriced=prepared.unpriced,
         )
+
+    def checked_result(self, prepared: PreparedBatch, written: WriteResult) -> IngestResult:
+        """``result``, where an id the store held already with other content is
+        that event's error (a conflict) rather than a duplicate: the first
+        write stays, and the client is told its new content was not stored."""
+        result = self.result(prepared, written)
+        if written.duplicates:
+            conflicts = find_conflicts(self.store, prepared)
+            if conflicts:
+                result.duplicates -= len(conflicts)
+                result.rejected = sorted([*prepared.rejected, *conflicts], key=lambda e: e.index)
+        return result
 
     def ingest_body(self, body: bytes) -> IngestResult:
         return self.write(self.prepare_body(body))

@@ -4,10 +4,24 @@ A batch is ``{"events": [...]}`` (or a bare JSON array). The whole batch is
 validated at once (fast, in pydantic-core); only when that fails is each event
 validated alone, so that every bad event gets its own error and the good ones
 are kept.
+
+Whatever is wrong with one event is that event's error, never the batch's:
+besides its fields, a value JSON columns cannot hold exactly (NaN or an
+infinity, an integer outside 64 bits, a lone surrogate, nesting deeper than
+``MAX_DEPTH``) and a name that redaction made longer than a column holds.
+Only a body that is not JSON at all, or not a list of events, is refused whole.
+
+Labels sent through the API belong to the key that sent them (``Sender``):
+their ``author`` (a feedback's ``source``) is ``key:NAME`` whatever the body
+says, and an annotation needs a key with the review scope.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,12 +29,14 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from flywheel.errors import InvalidInput, PayloadTooLarge
 from flywheel.ingest.redact import FieldTooLong, Redactor
 from flywheel.messages import normalize_completion, normalize_messages, normalize_tools
 from flywheel.models.pricing import PriceTable
 from flywheel.records import (
+    MAX_NAME,
     STEP_EVENT_TYPES,
     AnnotationEvent,
     CorrectionEvent,
@@ -35,13 +51,33 @@ from flywheel.records import (
 )
 from flywheel.store import RowBatch
 
-__all__ = ["EventError", "PreparedBatch", "parse_body", "prepare_body", "prepare_events"]
+__all__ = [
+    "MAX_DEPTH",
+    "EventError",
+    "PreparedBatch",
+    "Sender",
+    "json_problem",
+    "parse_body",
+    "prepare_body",
+    "prepare_events",
+]
 
 _envelope_adapter: TypeAdapter[dict[Literal["events"], list[Event]]] = TypeAdapter(
     dict[Literal["events"], list[Event]]
 )
 
 _STEP_COMMON = {"type", "id", "task_id", "seq", "started_at", "ended_at", "error"}
+
+#: The deepest an event may nest (the event object is level 1): what the fast
+#: path's parser takes, and well inside what the store's JSON encoder writes.
+MAX_DEPTH = 200
+
+#: A number token (after ``:``, ``,``, ``[`` or whitespace) the fast path would
+#: store inexactly: NaN or an infinity, an integer too long for 64 bits, an
+#: exponent that may overflow. Text that looks the same only costs the slow path.
+_INEXACT = re.compile(rb"(?<=[:,\[ \t\n\r])-?(?:NaN|Infinity|[0-9]{19}|[0-9]+(?:\.[0-9]*)?[eE]\+?[0-9]{3})")
+
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
 @dataclass
@@ -64,14 +100,72 @@ class PreparedBatch:
     rejected: list[EventError] = field(default_factory=list)
     #: llm_calls with tokens but no cost whose model has no price, by model
     unpriced: dict[str, int] = field(default_factory=dict)
+    #: for each part of ``rows``, the index in the batch of the event of each row
+    origins: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The API key a batch came with: its labels are written in its name."""
+
+    name: str
+    scopes: tuple[str, ...]
+
+    @property
+    def author(self) -> str:
+        return f"key:{self.name}"
+
+    @property
+    def may_annotate(self) -> bool:
+        return bool({"review", "admin"} & set(self.scopes))
+
+
+class _Refused(ValueError):
+    """An event the rows cannot hold, with the field to blame."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _load(body: bytes) -> tuple[Any, bool]:
+    """The body's JSON; True when it was read leniently, so that its values may
+    hold what JSON columns cannot store exactly (``json_problem`` says which).
+
+    Strict first (exact integers, no NaN, up to about 200 levels); else Python's
+    reader, which takes NaN, infinities, lone surrogates and deeper nesting, so
+    that such a value is its event's error rather than the whole batch's; a
+    body nested too deep for it is read by orjson (1,024 levels) when no
+    integer in it is long enough to come back inexact."""
+    try:
+        return from_json(body, allow_inf_nan=False), False
+    except ValueError:
+        pass
+    try:
+        return json.loads(body), True
+    except RecursionError:
+        pass
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise InvalidInput(f"the body is not valid UTF-8 JSON: {exc}") from exc
+    if not _INEXACT.search(body):
+        try:
+            return orjson.loads(body), True
+        except orjson.JSONDecodeError:
+            pass
+    raise InvalidInput(
+        "the body nests JSON too deep to read (over 1,000 levels)",
+        hint=f"an event may nest at most {MAX_DEPTH} levels",
+    )
 
 
 def parse_body(body: bytes, *, max_events: int) -> list[Any]:
     """The list of raw events in a request body, or a request-level error."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the body is not valid UTF-8 JSON: {exc}") from exc
+    return _parse(body, max_events=max_events)[0]
+
+
+def _parse(body: bytes, *, max_events: int) -> tuple[list[Any], bool]:
+    data, lenient = _load(body)
     if isinstance(data, dict) and set(data) == {"events"}:
         data = data["events"]
     if not isinstance(data, list):
@@ -81,65 +175,154 @@ def parse_body(body: bytes, *, max_events: int) -> list[Any]:
             f"the batch has {len(data)} events; the limit is {max_events}",
             hint="split it into smaller batches",
         )
-    return data
+    return data, lenient
 
 
 def prepare_body(
-    body: bytes, redactor: Redactor, *, max_events: int, prices: PriceTable | None = None
+    body: bytes,
+    redactor: Redactor,
+    *,
+    max_events: int,
+    prices: PriceTable | None = None,
+    sender: Sender | None = None,
 ) -> PreparedBatch:
     """Validate, redact and turn a request body into rows.
 
     The fast path validates the JSON bytes directly and, when the serialised
-    batch holds nothing a redaction rule could match, skips the field walk.
+    batch holds nothing a redaction rule could match, nothing stored inexactly
+    and no label, skips the field walk.
     """
-    try:
-        stripped = body.lstrip()
-        if stripped[:1] == b"[":
-            events = events_adapter.validate_json(body)
-        else:
-            events = _envelope_adapter.validate_json(body)["events"]
-    except (ValidationError, ValueError):
-        return prepare_events(parse_body(body, max_events=max_events), redactor, prices)
+    inexact = _INEXACT.search(body) is not None
+    events = None if inexact else _validate_json(body)
+    if events is None:
+        items, lenient = _parse(body, max_events=max_events)
+        return prepare_events(items, redactor, prices, sender=sender, check=lenient or inexact)
     if len(events) > max_events:
         raise PayloadTooLarge(
             f"the batch has {len(events)} events; the limit is {max_events}",
             hint="split it into smaller batches",
         )
     if redactor.needs_walk(body):
-        return prepare_events(parse_body(body, max_events=max_events), redactor, prices)
+        return prepare_events(parse_body(body, max_events=max_events), redactor, prices, sender=sender)
     prepared = PreparedBatch(rows=RowBatch(), received=len(events))
     now = utcnow()
-    for event in events:
-        _add_rows(prepared.rows, event, _as_is, now, prices, prepared.unpriced)
+    problems = []
+    for index, event in enumerate(events):
+        try:
+            _add(prepared, index, event, _as_is, now, prices, sender)
+        except _Refused as exc:
+            problems.append(EventError(index, event.id, exc.field, exc.message))
+    prepared.rejected = problems
     return prepared
 
 
-def prepare_events(items: list[Any], redactor: Redactor, prices: PriceTable | None = None) -> PreparedBatch:
+def _validate_json(body: bytes) -> list[Any] | None:
+    """The batch's events validated straight from the bytes; None when any is bad."""
+    try:
+        if body.lstrip()[:1] == b"[":
+            return events_adapter.validate_json(body)
+        return _envelope_adapter.validate_json(body)["events"]
+    except (ValidationError, ValueError, KeyError):  # KeyError: {} has no events
+        return None
+
+
+def prepare_events(
+    items: list[Any],
+    redactor: Redactor,
+    prices: PriceTable | None = None,
+    *,
+    sender: Sender | None = None,
+    check: bool = False,
+) -> PreparedBatch:
     """Validate, redact and turn events into rows; bad events become errors.
 
     With ``prices``, an ``llm_call`` that reports its tokens but no cost is
     priced; one whose model has no price keeps no cost and is counted in
-    ``unpriced``.
+    ``unpriced``. With ``sender``, labels are written in its name and
+    annotations need its review scope. With ``check``, every event's values
+    are checked for what JSON columns cannot store (``json_problem``); else
+    only an event the store's encoder refuses is.
     """
     prepared = PreparedBatch(rows=RowBatch(), received=len(items))
-    try:
-        events = list(enumerate(events_adapter.validate_python(items)))
-    except ValidationError:
-        events = []
+    problems: dict[int, EventError] = {}
+    if check:
         for index, item in enumerate(items):
+            problem = json_problem(item)
+            if problem is not None:
+                problems[index] = _problem_error(index, item, problem)
+    events: list[tuple[int, Any]] = []
+    if not problems:
+        with contextlib.suppress(ValidationError):
+            events = list(enumerate(events_adapter.validate_python(items)))
+    if not events and items:
+        for index, item in enumerate(items):
+            if index in problems:
+                continue
             try:
                 events.append((index, event_adapter.validate_python(item)))
             except ValidationError as exc:
-                prepared.rejected.append(_validation_error(index, item, exc))
+                problems[index] = _validation_error(index, item, exc)
     now = utcnow()
     for index, event in events:
-        walk = redactor.needs_walk(orjson.dumps(items[index], option=orjson.OPT_NON_STR_KEYS))
         try:
-            clean = redactor.value if walk else _as_is
-            _add_rows(prepared.rows, event, clean, now, prices, prepared.unpriced)
+            serialised = orjson.dumps(items[index], option=orjson.OPT_NON_STR_KEYS)
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            problem = json_problem(items[index]) or ("(event)", f"the event cannot be stored as JSON: {exc}")
+            problems[index] = _problem_error(index, items[index], problem)
+            continue
+        clean = redactor.value if redactor.needs_walk(serialised) else _as_is
+        try:
+            _add(prepared, index, event, clean, now, prices, sender)
         except FieldTooLong as exc:
-            prepared.rejected.append(EventError(index, event.id, exc.path.lstrip("."), str(exc).lstrip(".")))
+            problems[index] = EventError(index, event.id, exc.path.lstrip("."), str(exc).lstrip("."))
+        except _Refused as exc:
+            problems[index] = EventError(index, event.id, exc.field, exc.message)
+    prepared.rejected = [problems[i] for i in sorted(problems)]
     return prepared
+
+
+def json_problem(value: Any) -> tuple[str, str] | None:
+    """Where and why ``value`` (a decoded JSON event) holds something JSON columns
+    cannot store exactly: (path, message), or None when it holds nothing such.
+
+    Walks without recursion, so that any depth is answered."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                top = path.split(".", 1)[0] or "(event)"
+                return top, f"{top} nests deeper than the limit of {MAX_DEPTH} levels"
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                if isinstance(key, str) and not _utf8(key):
+                    return path or "(event)", f"key {key!r} holds a lone surrogate, which is not UTF-8"
+                stack.append((child, f"{path}.{key}" if path else str(key), depth + 1))
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not _INT_MIN <= item <= _INT_MAX:
+                digits = str(item) if abs(item) < 10**40 else f"{str(item)[:20]}... ({len(str(item))} digits)"
+                return path or "(event)", f"integer {digits} is outside 64 bits (-2^63 to 2^64-1)"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return path or "(event)", f"{item} is not a number JSON can hold (NaN and infinities are not)"
+        elif isinstance(item, str) and not _utf8(item):
+            return path or "(event)", "the text holds a lone surrogate (\\ud800-\\udfff), which is not UTF-8"
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _problem_error(index: int, item: Any, problem: tuple[str, str]) -> EventError:
+    item_id = item.get("id") if isinstance(item, dict) else None
+    return EventError(index, item_id if isinstance(item_id, str) else None, problem[0], problem[1])
 
 
 def _as_is(value: Any, path: str = "") -> tuple[Any, int]:
@@ -149,21 +332,19 @@ def _as_is(value: Any, path: str = "") -> tuple[Any, int]:
 def _validation_error(index: int, item: Any, exc: ValidationError) -> EventError:
     first = exc.errors(include_url=False)[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(event)"
-    message = first["msg"]
+    message = first["msg"].removeprefix("Value error, ")
     if len(exc.errors()) > 1:
         message += f" (and {len(exc.errors()) - 1} more problem(s))"
     item_id = item.get("id") if isinstance(item, dict) else None
     return EventError(index, item_id if isinstance(item_id, str) else None, loc, message)
 
 
-def _priced(event: LLMCallEvent, prices: PriceTable, unpriced: dict[str, int] | None) -> float | None:
-    """The cost of a call from its tokens; None (and counted) when its model has no price."""
+def _priced(event: LLMCallEvent, prices: PriceTable) -> tuple[float | None, str | None]:
+    """The cost of a call from its tokens, and the model when it has no price."""
     if event.input_tokens is None or event.output_tokens is None:
-        return None
+        return None, None
     cost = prices.cost(event.model, event.input_tokens, event.output_tokens)
-    if cost is None and unpriced is not None:
-        unpriced[event.model] = unpriced.get(event.model, 0) + 1
-    return cost
+    return cost, event.model if cost is None else None
 
 
 def _ms(start: datetime, end: datetime | None) -> float | None:
@@ -187,15 +368,48 @@ def _normalize_call(data: dict[str, Any]) -> None:
             data["response"] = completion
 
 
-def _add_rows(
-    rows: RowBatch,
+def _add(
+    prepared: PreparedBatch,
+    index: int,
     event: Any,
     clean: Clean,
     now: datetime,
-    prices: PriceTable | None = None,
-    unpriced: dict[str, int] | None = None,
+    prices: PriceTable | None,
+    sender: Sender | None,
 ) -> None:
-    """Append the rows of one event; ``clean`` redacts (or passes through) its content."""
+    """Append the row of one event and where it came from (raises when it is refused)."""
+    part, row, unpriced = _row(event, clean, now, prices, sender)
+    getattr(prepared.rows, part).append(row)
+    prepared.origins.setdefault(part, []).append(index)
+    if unpriced is not None:
+        prepared.unpriced[unpriced] = prepared.unpriced.get(unpriced, 0) + 1
+
+
+def _name(clean: Clean, value: str | None, field: str) -> tuple[str | None, int]:
+    """A name column (workload, session, author...), redacted like any text; one that
+    redaction made longer than the column is refused rather than cut."""
+    if value is None:
+        return None, 0
+    out, n = clean(value, field)
+    _fits(out, field)
+    return out, n
+
+
+def _fits(name: str, field: str) -> None:
+    if len(name) > MAX_NAME:
+        message = f"{field} is {len(name)} characters long after redaction; the limit is {MAX_NAME}"
+        raise _Refused(field, message)
+
+
+def _row(
+    event: Any,
+    clean: Clean,
+    now: datetime,
+    prices: PriceTable | None,
+    sender: Sender | None,
+) -> tuple[str, dict[str, Any], str | None]:
+    """The part of a ``RowBatch`` one event goes to, its row, and the model of an
+    unpriced call; ``clean`` redacts (or passes through) every text of it."""
     kind = event.type
     if kind in STEP_EVENT_TYPES:
         data = event.model_dump(mode="json", exclude=_STEP_COMMON)
@@ -203,26 +417,28 @@ def _add_rows(
         if kind == "llm_call":
             _normalize_call(data)
         error, n_err = clean(event.error, "error") if event.error else (None, 0)
+        unpriced = None
         if prices is not None and isinstance(event, LLMCallEvent) and event.cost is None:
-            data["cost"] = _priced(event, prices, unpriced)
+            data["cost"], unpriced = _priced(event, prices)
         name = data.get("model") or data.get("name")
-        rows.steps.append(
-            {
-                "id": event.id,
-                "task_id": event.task_id,
-                "seq": event.seq,
-                "kind": kind,
-                "name": name if isinstance(name, str) else None,
-                "started_at": event.started_at,
-                "ended_at": event.ended_at,
-                "latency_ms": _ms(event.started_at, event.ended_at),
-                "error": error,
-                "data": data,
-                "redactions": n + n_err,
-                "ingested_at": now,
-            }
-        )
-    elif isinstance(event, TaskStartedEvent | TaskFinishedEvent):
+        if isinstance(name, str):
+            _fits(name, "model" if kind == "llm_call" else "name")
+        row = {
+            "id": event.id,
+            "task_id": event.task_id,
+            "seq": event.seq,
+            "kind": kind,
+            "name": name if isinstance(name, str) else None,
+            "started_at": event.started_at,
+            "ended_at": event.ended_at,
+            "latency_ms": _ms(event.started_at, event.ended_at),
+            "error": error,
+            "data": data,
+            "redactions": n + n_err,
+            "ingested_at": now,
+        }
+        return "steps", row, unpriced
+    if isinstance(event, TaskStartedEvent | TaskFinishedEvent):
         finished = event if isinstance(event, TaskFinishedEvent) else None
         content = {
             "input": event.input,
@@ -231,11 +447,14 @@ def _add_rows(
             "error": finished.error if finished else None,
         }
         content, n = clean(content, "")
+        workload, n1 = _name(clean, event.workload, "workload")
+        session_id, n2 = _name(clean, event.session_id, "session_id")
+        agent_version, n3 = _name(clean, event.agent_version, "agent_version")
         row = {
             "id": event.id,
-            "workload": event.workload,
-            "session_id": event.session_id,
-            "agent_version": event.agent_version,
+            "workload": workload,
+            "session_id": session_id,
+            "agent_version": agent_version,
             "input": content["input"],
             "output": content["output"],
             "success": finished.success if finished else None,
@@ -245,58 +464,65 @@ def _add_rows(
             "ended_at": finished.ended_at if finished else None,
             "duration_ms": _ms(event.started_at, finished.ended_at) if finished else None,
             "metadata": content["metadata"],
-            "redactions": n,
+            "redactions": n + n1 + n2 + n3,
             "ingested_at": now,
         }
-        (rows.tasks_finished if finished else rows.tasks_started).append(row)
-    elif isinstance(event, FeedbackEvent):
+        return ("tasks_finished" if finished else "tasks_started"), row, None
+    if isinstance(event, FeedbackEvent):
         comment, n1 = clean(event.comment, "comment")
         edited_output, n2 = clean(event.edited_output, "edited_output")
-        rows.feedback.append(
-            {
-                "id": event.id,
-                "task_id": event.task_id,
-                "thumbs": event.thumbs,
-                "rating": event.rating,
-                "comment": comment,
-                "edited": event.edited,
-                "edited_output": edited_output,
-                "retried": event.retried,
-                "abandoned": event.abandoned,
-                "source": event.source,
-                "at": event.at,
-                "redactions": n1 + n2,
-                "ingested_at": now,
-            }
-        )
-    elif isinstance(event, CorrectionEvent):
+        source, n3 = (sender.author, 0) if sender else _name(clean, event.source, "source")
+        row = {
+            "id": event.id,
+            "task_id": event.task_id,
+            "thumbs": event.thumbs,
+            "rating": event.rating,
+            "comment": comment,
+            "edited": event.edited,
+            "edited_output": edited_output,
+            "retried": event.retried,
+            "abandoned": event.abandoned,
+            "source": source,
+            "at": event.at,
+            "redactions": n1 + n2 + n3,
+            "ingested_at": now,
+        }
+        return "feedback", row, None
+    if isinstance(event, CorrectionEvent):
         body = event.model_dump(mode="json", include={"output", "tool_calls"})
         body, n = clean(body, "")
-        rows.corrections.append(
-            {
-                "id": event.id,
-                "task_id": event.task_id,
-                "output": body["output"],
-                "tool_calls": body["tool_calls"],
-                "author": event.author,
-                "at": event.at,
-                "redactions": n,
-                "ingested_at": now,
-            }
-        )
-    elif isinstance(event, AnnotationEvent):
+        author, n1 = (sender.author, 0) if sender else _name(clean, event.author, "author")
+        row = {
+            "id": event.id,
+            "task_id": event.task_id,
+            "output": body["output"],
+            "tool_calls": body["tool_calls"],
+            "author": author,
+            "at": event.at,
+            "redactions": n + n1,
+            "ingested_at": now,
+        }
+        return "corrections", row, None
+    if isinstance(event, AnnotationEvent):
+        if sender is not None and not sender.may_annotate:
+            raise _Refused(
+                "type",
+                f"an annotation needs a key with the review scope; key {sender.name!r} has "
+                f"{', '.join(sender.scopes) or 'no scope'} (send it with a review key, or to "
+                "POST /v1/tasks/{task_id}/annotations with one)",
+            )
         data, n = clean(event.annotation.model_dump(mode="json"), "annotation")
-        rows.annotations.append(
-            {
-                "id": event.id,
-                "task_id": event.task_id,
-                "kind": event.annotation.kind,
-                "data": data,
-                "author": event.author,
-                "at": event.at,
-                "redactions": n,
-                "ingested_at": now,
-            }
-        )
-    else:  # pragma: no cover - the Event union and this function change together
-        raise AssertionError(f"no rows for event type {kind!r}")
+        author, n1 = (sender.author, 0) if sender else _name(clean, event.author, "author")
+        row = {
+            "id": event.id,
+            "task_id": event.task_id,
+            "kind": event.annotation.kind,
+            "data": data,
+            "author": author,
+            "at": event.at,
+            "redactions": n + n1,
+            "ingested_at": now,
+        }
+        return "annotations", row, None
+    # pragma: no cover - the Event union and this function change together
+    raise AssertionError(f"no rows for event type {kind!r}")

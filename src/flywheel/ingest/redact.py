@@ -5,6 +5,16 @@ runs over every string of an event, keys of objects included. Each match
 becomes ``[REDACTED:<detector>]``; card numbers must pass the Luhn check.
 The same walk enforces the longest accepted string and replaces NUL
 characters, which PostgreSQL cannot store, with U+FFFD.
+
+The built-in detectors take time linear in the length of the text, whatever
+the text (a body of repeated ``-----BEGIN PRIVATE KEY-----`` or ``a.a.a.a``
+included): a pattern whose unbounded run can fail after it (an e-mail's
+local part, a JWT's first segment) starts only where that run starts, never
+inside it, so that no character is scanned again from every position before
+it; private-key blocks are found by a scan that pairs each header with the
+next footer once. The user's own patterns (``FLYWHEEL_REDACT_PATTERNS``) run
+as written on Python's backtracking engine: keep them free of nested or
+overlapping quantifiers.
 """
 
 from __future__ import annotations
@@ -17,17 +27,22 @@ from flywheel.errors import ConfigError
 
 __all__ = ["DETECTORS", "FieldTooLong", "Redactor", "luhn_valid"]
 
+#: The private-key detector is the pair below (a header, then the next footer),
+#: found by ``_private_keys``; this pattern says what it matches.
 DETECTORS: dict[str, str] = {
     "private_key": r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
-    "jwt": r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+    # Starts where its run starts: a run of eyJ-eyJ-... without dots fails once, not once per eyJ.
+    "jwt": (r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}+\.eyJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}"),
     "bearer_token": r"(?i:\bbearer\s+)[A-Za-z0-9._~+/-]{16,}=*",
+    # Nothing may fail after the unbounded runs: a run either matches whole or is short.
     "api_key": (
         r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
         r"|github_pat_[A-Za-z0-9_]{40,}|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}"
         r"|fw_[A-Za-z0-9_-]{40,}|sk_live_[A-Za-z0-9]{20,}|hf_[A-Za-z0-9]{30,})"
     ),
     "credit_card": r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])",
-    "email": r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+    # The local part starts where its run starts: a.a.a.a... without an @ fails once.
+    "email": (r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
     "phone": (
         r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w-])"
     ),
@@ -37,12 +52,37 @@ DETECTORS: dict[str, str] = {
     ),
 }
 
+_KEY_BEGIN = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", re.ASCII)
+_KEY_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----", re.ASCII)
+_PRIVATE_KEY = "[REDACTED:private_key]"
+
+
+def _private_keys(value: str) -> tuple[str, int]:
+    """Each header with the first footer after it, redacted (what the pattern in
+    ``DETECTORS`` matches, leftmost first), in one pass: when a header has no
+    footer after it, no later header has one either."""
+    pieces: list[str] = []
+    pos = 0
+    while (begin := _KEY_BEGIN.search(value, pos)) is not None:
+        end = _KEY_END.search(value, begin.end())
+        if end is None:
+            break
+        pieces += (value[pos : begin.start()], _PRIVATE_KEY)
+        pos = end.end()
+    if not pieces:
+        return value, 0
+    pieces.append(value[pos:])
+    return "".join(pieces), len(pieces) // 2
+
+
 # For each detector, literals (or a cheap pattern) that every text it can match
 # contains. Searching a whole serialised batch for them tells, at C speed, that
 # there is nothing to redact, so the field-by-field walk is skipped.
 _DIGIT_RUN = re.compile(rb"\d(?:[ -]?\d){12}")
 _WORDISH = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _ESCAPE = re.compile(rb"\\(?:[nrtbf]|u[0-9a-fA-F]{4})$")
+#: A JSON escape of NUL or of a printable ASCII character: it may spell a trigger.
+_ASCII_ESCAPE = re.compile(rb"\\u00(?:00|[2-7][0-9a-fA-F])")
 
 
 def _card_candidate(blob: bytes) -> bool:
@@ -112,7 +152,9 @@ def luhn_valid(number: str) -> bool:
 
 
 class Redactor:
-    """Redacts the detectors named in ``detectors`` and the extra ``patterns``."""
+    """Redacts the detectors named in ``detectors`` and the extra ``patterns``.
+
+    Safe to share between threads: a call keeps its count to itself."""
 
     def __init__(
         self,
@@ -123,12 +165,16 @@ class Redactor:
     ) -> None:
         parts: list[str] = []
         self._triggers: list[Trigger] = []
+        self._private_keys = False
         for name in detectors:
             if name not in DETECTORS:
                 raise ConfigError(f"unknown redaction detector {name!r}; known: {sorted(DETECTORS)}")
+            self._triggers.append(TRIGGERS[name])
+            if name == "private_key":
+                self._private_keys = True
+                continue
             # ASCII classes: what the byte-level triggers see, and what these formats use.
             parts.append(f"(?P<{name}>(?a:{DETECTORS[name]}))")
-            self._triggers.append(TRIGGERS[name])
         # The user's own patterns have no known trigger: with any, every event is walked.
         self._always_walk = bool(patterns)
         for name, pattern in (patterns or {}).items():
@@ -144,8 +190,12 @@ class Redactor:
 
     def needs_walk(self, serialised: bytes) -> bool:
         """False when ``serialised`` (JSON) certainly holds nothing to redact, no NUL
-        and no string over the length limit; True when it may."""
-        if self._always_walk or len(serialised) > self.max_chars or b"\\u0000" in serialised:
+        and no string over the length limit; True when it may.
+
+        The triggers read the bytes as they are; a JSON escape of an ASCII
+        character (``s\\u006b-``, ``B\\u0065arer``) hides a trigger from them, so
+        a body holding one is walked (its strings decoded) whatever else it holds."""
+        if self._always_walk or len(serialised) > self.max_chars or _ASCII_ESCAPE.search(serialised):
             return True
         for trigger in self._triggers:
             if isinstance(trigger, tuple):
@@ -158,25 +208,29 @@ class Redactor:
                 return True
         return False
 
-    def _replace(self, match: re.Match[str]) -> str:
-        name = match.lastgroup or "secret"
-        if name == "credit_card" and not luhn_valid(match.group()):
-            return match.group()
-        self._count += 1
-        return f"[REDACTED:{name}]"
-
     def text(self, value: str) -> tuple[str, int]:
         """Redact one string; returns it and the number of redactions."""
-        self._count = 0
-        return self._text(value, "value"), self._count
+        count = [0]
+        return self._text(value, "value", count), count[0]
 
-    def _text(self, value: str, path: str) -> str:
+    def _text(self, value: str, path: str, count: list[int]) -> str:
         if len(value) > self.max_chars:
             raise FieldTooLong(path, len(value), self.max_chars)
         if "\x00" in value:
             value = value.replace("\x00", "\ufffd")
+        if self._private_keys and "-----BEGIN " in value:
+            value, n = _private_keys(value)
+            count[0] += n
         if self._pattern is not None and self._pattern.search(value):
-            value = self._pattern.sub(self._replace, value)
+
+            def replace(match: re.Match[str]) -> str:
+                name = match.lastgroup or "secret"
+                if name == "credit_card" and not luhn_valid(match.group()):
+                    return match.group()
+                count[0] += 1
+                return f"[REDACTED:{name}]"
+
+            value = self._pattern.sub(replace, value)
         return value
 
     def value(self, value: Any, path: str = "value") -> tuple[Any, int]:
@@ -184,21 +238,21 @@ class Redactor:
 
         Raises ``FieldTooLong`` naming the path of a string over the limit.
         """
-        self._count = 0
+        count = [0]
         try:
-            return self._walk(value), self._count
+            return self._walk(value, count), count[0]
         except FieldTooLong as exc:
             raise FieldTooLong(path + exc.path, exc.length, self.max_chars) from None
 
-    def _walk(self, value: Any) -> Any:
+    def _walk(self, value: Any, count: list[int]) -> Any:
         # Paths are built only on the way out of an error, never on the happy path.
         if isinstance(value, str):
-            return self._text(value, "")
+            return self._text(value, "", count)
         if isinstance(value, dict):
             out = {}
             for k, v in value.items():
                 try:
-                    out[self._text(k, "") if isinstance(k, str) else k] = self._walk(v)
+                    out[self._text(k, "", count) if isinstance(k, str) else k] = self._walk(v, count)
                 except FieldTooLong as exc:
                     raise FieldTooLong(f".{k}{exc.path}", exc.length, self.max_chars) from None
             return out
@@ -206,7 +260,7 @@ class Redactor:
             out_list = []
             for i, v in enumerate(value):
                 try:
-                    out_list.append(self._walk(v))
+                    out_list.append(self._walk(v, count))
                 except FieldTooLong as exc:
                     raise FieldTooLong(f"[{i}]{exc.path}", exc.length, self.max_chars) from None
             return out_list

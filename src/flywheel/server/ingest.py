@@ -1,15 +1,24 @@
-"""Routes of the way in: ``POST /v1/events`` and ``POST /v1/traces`` (OTLP/HTTP)."""
+"""Routes of the way in: ``POST /v1/events`` and ``POST /v1/traces`` (OTLP/HTTP).
+
+The event loop only reads the body (up to the body limit) and hands it on:
+decompression, decoding, validation and redaction run in the thread pool,
+the write in the group-commit writer, so that a large or hostile batch never
+holds up another request. A gzip body is decompressed as a stream, stopped
+as soon as it grows past the body limit.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from flywheel.errors import InvalidInput, PayloadTooLarge, StoreUnavailable
-from flywheel.ingest import Ingestor, PreparedBatch
-from flywheel.ingest.otlp import encode_logs_response, encode_response
+from flywheel.errors import InvalidInput, PayloadTooLarge, StoreUnavailable, UnsupportedMediaType
+from flywheel.ingest import Ingestor, PreparedBatch, Sender
+from flywheel.ingest.otlp import OtlpRecords, encode_logs_response, encode_response
 from flywheel.server.auth import require
 from flywheel.server.schemas import EventBatch, IngestResponse
 from flywheel.store import ApiKey, WriteResult
@@ -20,6 +29,7 @@ IngestKey = Annotated[ApiKey, Depends(require("ingest"))]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    """The body as sent (still compressed), refused past ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
@@ -30,15 +40,50 @@ async def read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    if request.headers.get("content-encoding", "").lower() == "gzip":
-        import gzip
-        import zlib
-
-        try:
-            return gzip.decompress(b"".join(chunks))
-        except (OSError, EOFError, zlib.error) as exc:
-            raise InvalidInput(f"the body is not valid gzip: {exc}") from exc
     return b"".join(chunks)
+
+
+def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body of a ``Content-Encoding`` (none, identity or gzip), decompressed as a
+    stream that stops once the output passes ``limit`` bytes (a gzip bomb is
+    refused after ``limit`` bytes of work, not after it has filled the memory)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported", hint="send gzip, or no Content-Encoding"
+        )
+    out = bytearray()
+    stream = zlib.decompressobj(wbits=31)
+    pending = body
+    try:
+        while True:
+            # At most one byte past the limit: enough to know it is over.
+            out += stream.decompress(pending, limit + 1 - len(out))
+            if len(out) > limit:
+                raise PayloadTooLarge(
+                    f"the gzip body decompresses to more than the limit of {limit} bytes",
+                    hint="the body limit (FLYWHEEL_MAX_BODY_BYTES) applies after decompression: "
+                    "send smaller batches",
+                )
+            if stream.eof:
+                rest = stream.unused_data
+                if not rest.strip(b"\0"):
+                    return bytes(out)
+                if rest[:2] != b"\x1f\x8b":
+                    raise InvalidInput("the body is not valid gzip: it has data after the gzip stream")
+                stream, pending = zlib.decompressobj(wbits=31), rest  # another gzip member
+                continue
+            pending = stream.unconsumed_tail
+            if not pending:
+                raise InvalidInput("the body is not valid gzip: the gzip stream is cut short")
+    except zlib.error as exc:
+        raise InvalidInput(f"the body is not valid gzip: {exc}") from exc
+
+
+def _sender(key: ApiKey) -> Sender:
+    return Sender(name=key.name, scopes=tuple(key.scopes))
 
 
 async def commit(ingestor: Ingestor, prepared: PreparedBatch) -> WriteResult:
@@ -72,13 +117,25 @@ async def post_events(request: Request, key: IngestKey) -> Response:
 
     Bad events are answered one by one (index, field, message) and the good
     ones are kept; a retried batch stores nothing twice and says how many
-    events were duplicates. When every event is rejected the answer is 422.
+    events were duplicates, and an id stored before with other content is that
+    event's error (a conflict: the first write stays). Labels are written in the
+    name of the key (``key:NAME``); an annotation needs the review scope. When
+    every event is rejected the answer is 422. A 5xx means a transient fault
+    (the database), never the input.
     """
     state = request.app.state
-    body = await read_body(request, state.settings.max_body_bytes)
-    prepared = state.ingestor.prepare_body(body)
-    written = await commit(state.ingestor, prepared)
-    result = Ingestor.result(prepared, written)
+    limit = state.settings.max_body_bytes
+    body = await read_body(request, limit)
+    encoding = request.headers.get("content-encoding", "")
+    ingestor: Ingestor = state.ingestor
+    prepared = await run_in_threadpool(
+        lambda: ingestor.prepare_body(decode_body(body, encoding, limit), _sender(key))
+    )
+    written = await commit(ingestor, prepared)
+    if written.duplicates:
+        result = await run_in_threadpool(ingestor.checked_result, prepared, written)
+    else:
+        result = Ingestor.result(prepared, written)
     state.metrics.record_ingest("events", result)
     status = 422 if result.rejected and not (result.stored + result.duplicates) else 200
     return Response(
@@ -106,10 +163,16 @@ async def _otlp(request: Request, signal: str) -> Response:
     ``partial_success``, the rest kept."""
     state = request.app.state
     content_type = request.headers.get("content-type", "application/x-protobuf").lower()
-    body = await read_body(request, state.settings.max_body_bytes)
+    limit = state.settings.max_body_bytes
+    body = await read_body(request, limit)
+    encoding = request.headers.get("content-encoding", "")
     ingestor = state.ingestor
     prepare = ingestor.prepare_traces if signal == "traces" else ingestor.prepare_logs
-    prepared, otlp = prepare(body, content_type)
+
+    def decode() -> tuple[PreparedBatch, OtlpRecords]:
+        return prepare(decode_body(body, encoding, limit), content_type)
+
+    prepared, _ = await run_in_threadpool(decode)
     written = await commit(ingestor, prepared)
     result = Ingestor.result(prepared, written)
     state.metrics.record_ingest("otlp", result)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,6 +12,7 @@ from flywheel.records import (
     AnnotationBody,
     CorrectedToolCall,
     Event,
+    NotBool,
     Task,
 )
 
@@ -49,8 +50,8 @@ class TaskList(BaseModel):
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str | None = Field(None, description="client-generated id, for idempotent retries")
-    thumbs: Literal[-1, 1] | None = None
-    rating: int | None = Field(None, ge=1, le=5)
+    thumbs: Annotated[Literal[-1, 1], NotBool] | None = None
+    rating: Annotated[int, NotBool, Field(ge=1, le=5)] | None = None
     comment: str | None = None
     edited: bool = False
     edited_output: Any = None
