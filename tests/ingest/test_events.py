@@ -186,3 +186,47 @@ def test_labels_of_every_kind_are_stored(store, settings):
     assert [f["thumbs"] for f in task.feedback] == [-1, None]
     assert task.corrections[0]["tool_calls"] == [{"name": "lookup", "arguments": {"i": 2}}]
     assert {a["kind"] for a in task.annotations} == {"preference", "missing_knowledge"}
+
+
+def test_names_and_label_authors_are_redacted_too(store, settings):
+    secret = "sk-proj-" + "Z9" * 12
+    events = task_events(workload=f"w {secret}", steps=1)
+    task_id = events[0]["id"]
+    labels = [
+        {"type": "feedback", "id": new_id(), "task_id": task_id, "rating": 2, "source": secret, "at": now()},
+        {
+            "type": "correction",
+            "id": new_id(),
+            "task_id": task_id,
+            "output": "x",
+            "author": secret,
+            "at": now(),
+        },
+    ]
+    result = Ingestor(store, settings).ingest(events + labels)
+    assert (result.stored, result.rejected) == (5, [])
+    task = store.get_task(task_id)
+    assert task.workload == "w [REDACTED:api_key]"
+    assert task.feedback[0]["source"] == "[REDACTED:api_key]"
+    assert task.corrections[0]["author"] == "[REDACTED:api_key]"
+
+
+def test_a_name_that_redaction_makes_too_long_is_refused(store, settings):
+    started = task_events(workload="1.1.1.1 " * 24 + "end", steps=1)[0]  # 195 characters
+    settings = settings.model_copy(update={"redact": [*settings.redact, "ip_address"]})
+    result = Ingestor(store, settings).ingest([started])
+    [error] = result.rejected
+    assert (error.field, error.message) == (
+        "workload",
+        "workload is 531 characters long after redaction; the limit is 200",
+    )
+
+
+def test_a_python_value_the_store_cannot_encode_is_that_events_error(store, settings):
+    events = task_events(steps=2)
+    events[1]["output"] = {"n": 2**80}
+    result = Ingestor(store, settings).ingest(events)
+    assert result.stored == 3
+    [error] = result.rejected
+    assert (error.index, error.field) == (1, "output.n")
+    assert error.message == "integer 1208925819614629174706176 is outside 64 bits (-2^63 to 2^64-1)"

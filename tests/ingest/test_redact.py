@@ -2,6 +2,7 @@
 
 import re
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -142,3 +143,80 @@ def test_the_batch_level_shortcut_never_skips_something_to_redact(parts, sep):
     out, n = EVERYTHING.text(text)
     if n or out != text:
         assert EVERYTHING.needs_walk(orjson.dumps({"events": [{"input": text}]}))
+
+
+# Inputs that took the earlier patterns quadratic time: each start inside a long
+# run scanned the rest of the run again. At this size that was minutes; read in
+# one pass it is a fraction of a second (timed in bench/hardening.py, not here).
+ADVERSARIAL = {
+    "private_key_headers": "-----BEGIN PRIVATE KEY-----" * 8_000,
+    "private_key_headers_and_other_footers": "-----BEGIN PRIVATE KEY-----x-----END CERTIFICATE-----" * 4_000,
+    "email_local_parts": "a." * 100_000,
+    "email_domains": "x@" + "b." * 100_000 + "1",
+    "jwt_segments": "-eyJ" * 50_000,
+    "bearer_words": "bearer " * 30_000,
+    "api_key_prefixes": "ghp_" * 50_000,
+    "digits": "1 " * 100_000,
+    "phone_pieces": "+1 (555) 123-" * 15_000,
+    "ip_pieces": "1.1.1." * 30_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_adversarial_input_is_read_in_one_pass_and_a_secret_after_it_found(name):
+    text = ADVERSARIAL[name] + " then " + "sk-" + "a" * 30
+    out, n = EVERYTHING.text(text)
+    assert out.endswith(" then [REDACTED:api_key]")
+    if name != "digits":  # a run of single digits holds card-like groups, none passing Luhn
+        assert out == ADVERSARIAL[name] + " then [REDACTED:api_key]"
+        assert n == 1
+
+
+def test_a_private_key_block_runs_from_its_header_to_the_next_footer():
+    block = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"
+    text = f"cut -----BEGIN EC PRIVATE KEY-----\nBBBB then {block} and -----BEGIN PRIVATE KEY----- alone"
+    out, n = SECRETS.text(text)
+    assert out == "cut [REDACTED:private_key] and -----BEGIN PRIVATE KEY----- alone"
+    assert n == 1
+
+
+def test_an_email_is_found_from_the_start_of_its_run():
+    out, _ = EVERYTHING.text("write to ada.lovelace@example.org, or -bob@example.org")
+    assert out == "write to [REDACTED:email], or [REDACTED:email]"
+
+
+def test_a_jwt_glued_to_a_word_is_left_alone():
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+    assert SECRETS.text(f"x{jwt}")[1] == 0
+    assert SECRETS.text(f"token={jwt}") == ("token=[REDACTED:jwt]", 1)
+
+
+def _escape_ascii(text: str, every: int) -> str:
+    """``text`` as a JSON string body, every ``every``-th ASCII letter or digit
+    written as a \\u00XX escape (what some encoders do)."""
+    return "".join(
+        f"\\u{ord(ch):04x}"
+        if ch.isascii() and ch.isalnum() and i % every == 0
+        else orjson.dumps(ch).decode()[1:-1]
+        for i, ch in enumerate(text)
+    )
+
+
+@given(parts=st.lists(secretish, max_size=4), every=st.integers(1, 5))
+@settings(max_examples=300)
+def test_the_batch_level_shortcut_sees_through_json_escapes(parts, every):
+    text = " ".join(parts)
+    out, n = EVERYTHING.text(text)
+    if n or out != text:
+        body = b'{"events": [{"input": "' + _escape_ascii(text, every).encode() + b'"}]}'
+        assert orjson.loads(body)["events"][0]["input"] == text
+        assert EVERYTHING.needs_walk(body)
+
+
+def test_one_redactor_counts_each_call_apart_across_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [" ".join(["sk-" + "a" * 30] * k) for k in range(1, 40)]
+    with ThreadPoolExecutor(8) as pool:
+        counts = list(pool.map(lambda t: SECRETS.value({"t": t})[1], texts * 20))
+    assert counts == [k for k in range(1, 40)] * 20
