@@ -4,6 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from tests.helpers import now, task_events
 
 from flywheel.errors import InvalidInput, PayloadTooLarge
@@ -230,3 +233,42 @@ def test_a_python_value_the_store_cannot_encode_is_that_events_error(store, sett
     [error] = result.rejected
     assert (error.index, error.field) == (1, "output.n")
     assert error.message == "integer 1208925819614629174706176 is outside 64 bits (-2^63 to 2^64-1)"
+
+
+numbers = st.one_of(
+    st.integers(),
+    st.integers(min_value=2**63 - 10, max_value=2**70),
+    st.integers(min_value=-(2**70), max_value=-(2**63) + 10),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e308, 1.7976931348623157e308, 5e-324]),
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | numbers | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(value=json_values, indent=st.sampled_from([None, 1, "\t"]), exponent=st.booleans())
+@examples(max_examples=400)
+def test_every_number_the_strict_reader_would_keep_inexactly_is_noticed(value, indent, exponent):
+    """The quick test of a body (``_maybe_inexact``) never misses a NaN, an infinity
+    or an integer outside 64 bits that reading it would produce."""
+    import json
+
+    from pydantic_core import from_json
+
+    from flywheel.ingest.events import _maybe_inexact, json_problem
+
+    text = json.dumps({"events": [{"output": value}]}, indent=indent)
+    if exponent:  # also as JSON writes large numbers in exponent form: 1e+400
+        text = text.replace("Infinity", "1E+400")
+    body = text.encode()
+    try:
+        parsed = from_json(body, allow_inf_nan=False)
+    except ValueError:
+        parsed = json.loads(body)
+    if json_problem(parsed) is not None:
+        assert _maybe_inexact(body)

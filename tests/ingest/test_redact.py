@@ -220,3 +220,13 @@ def test_one_redactor_counts_each_call_apart_across_threads():
     with ThreadPoolExecutor(8) as pool:
         counts = list(pool.map(lambda t: SECRETS.value({"t": t})[1], texts * 20))
     assert counts == [k for k in range(1, 40)] * 20
+
+
+@given(parts=st.lists(secretish, max_size=4), sep=st.sampled_from(SEPARATORS))
+@settings(max_examples=200)
+def test_a_long_text_is_searched_with_the_same_result(parts, sep):
+    """Past 4,096 characters only the detectors whose trigger a text holds run."""
+    text = sep.join(parts)
+    pad = " " * 5000
+    out, n = EVERYTHING.text(text)
+    assert EVERYTHING.text(pad + text + pad) == (pad + out + pad, n)

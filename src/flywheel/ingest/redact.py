@@ -129,6 +129,17 @@ TRIGGERS: dict[str, Trigger] = {
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
+#: From this length on, a text is searched only with the detectors whose trigger it holds.
+_LONG_TEXT = 4096
+
+
+def _triggered(trigger: Trigger, blob: bytes) -> bool:
+    if isinstance(trigger, tuple):
+        return any(literal in blob for literal in trigger)
+    if isinstance(trigger, re.Pattern):
+        return trigger.search(blob) is not None
+    return trigger(blob)
+
 
 class FieldTooLong(ValueError):
     def __init__(self, path: str, length: int, limit: int) -> None:
@@ -163,9 +174,11 @@ class Redactor:
         *,
         max_chars: int = 1_000_000,
     ) -> None:
-        parts: list[str] = []
         self._triggers: list[Trigger] = []
         self._private_keys = False
+        #: the built-in detectors of the alternation, in order, and the user's patterns
+        self._builtins: list[tuple[str, str]] = []
+        self._custom: list[str] = []
         for name in detectors:
             if name not in DETECTORS:
                 raise ConfigError(f"unknown redaction detector {name!r}; known: {sorted(DETECTORS)}")
@@ -174,7 +187,7 @@ class Redactor:
                 self._private_keys = True
                 continue
             # ASCII classes: what the byte-level triggers see, and what these formats use.
-            parts.append(f"(?P<{name}>(?a:{DETECTORS[name]}))")
+            self._builtins.append((name, f"(?P<{name}>(?a:{DETECTORS[name]}))"))
         # The user's own patterns have no known trigger: with any, every event is walked.
         self._always_walk = bool(patterns)
         for name, pattern in (patterns or {}).items():
@@ -184,9 +197,26 @@ class Redactor:
                 re.compile(pattern)
             except re.error as exc:
                 raise ConfigError(f"redaction rule {name!r}: invalid regex: {exc}") from exc
-            parts.append(f"(?P<{name}>{pattern})")
-        self._pattern = re.compile("|".join(parts)) if parts else None
+            self._custom.append(f"(?P<{name}>{pattern})")
+        self._pattern = self._alternation(frozenset(name for name, _ in self._builtins))
+        self._subsets: dict[frozenset[str], re.Pattern[str] | None] = {}
         self.max_chars = max_chars
+
+    def _alternation(self, names: frozenset[str]) -> re.Pattern[str] | None:
+        parts = [part for name, part in self._builtins if name in names] + self._custom
+        return re.compile("|".join(parts)) if parts else None
+
+    def _pattern_for(self, value: str) -> re.Pattern[str] | None:
+        """The alternation of the detectors that can match ``value``: for a long text,
+        only those whose trigger it holds (the same matches, leftmost first, as
+        the whole alternation, which tries every detector at every position)."""
+        if len(value) < _LONG_TEXT:
+            return self._pattern
+        blob = value.encode("utf-8", "surrogatepass")
+        names = frozenset(name for name, _ in self._builtins if _triggered(TRIGGERS[name], blob))
+        if names not in self._subsets:
+            self._subsets[names] = self._alternation(names)
+        return self._subsets[names]
 
     def needs_walk(self, serialised: bytes) -> bool:
         """False when ``serialised`` (JSON) certainly holds nothing to redact, no NUL
@@ -197,16 +227,7 @@ class Redactor:
         a body holding one is walked (its strings decoded) whatever else it holds."""
         if self._always_walk or len(serialised) > self.max_chars or _ASCII_ESCAPE.search(serialised):
             return True
-        for trigger in self._triggers:
-            if isinstance(trigger, tuple):
-                if any(literal in serialised for literal in trigger):
-                    return True
-            elif isinstance(trigger, re.Pattern):
-                if trigger.search(serialised):
-                    return True
-            elif trigger(serialised):
-                return True
-        return False
+        return any(_triggered(trigger, serialised) for trigger in self._triggers)
 
     def text(self, value: str) -> tuple[str, int]:
         """Redact one string; returns it and the number of redactions."""
@@ -221,7 +242,8 @@ class Redactor:
         if self._private_keys and "-----BEGIN " in value:
             value, n = _private_keys(value)
             count[0] += n
-        if self._pattern is not None and self._pattern.search(value):
+        pattern = self._pattern_for(value)
+        if pattern is not None and pattern.search(value):
 
             def replace(match: re.Match[str]) -> str:
                 name = match.lastgroup or "secret"
@@ -230,7 +252,7 @@ class Redactor:
                 count[0] += 1
                 return f"[REDACTED:{name}]"
 
-            value = self._pattern.sub(replace, value)
+            value = pattern.sub(replace, value)
         return value
 
     def value(self, value: Any, path: str = "value") -> tuple[Any, int]:
