@@ -97,6 +97,30 @@ def test_multi_turn_executes_calls_feeds_results_and_counts_retries(fw, store):
     assert outcome.calls[0] == {"name": "cd", "arguments": {"folder": "nowhere"}}
 
 
+def test_a_turn_ends_when_the_model_repeats_itself(fw, store):
+    """A model stuck on the same call (a small one often is) ends its turn after
+    max_repeats identical steps, and says so in the trace; the next turn goes on."""
+    [item] = [
+        i
+        for i in load_multi_turn(["multi_turn_base"], limit=40, seed=0)
+        if "GorillaFileSystem" in i.involved_classes and len(i.turns) >= 2
+    ][:1]
+    stuck = [{"name": "ls", "arguments": {}}]
+    script = [(stuck, None)] * 5 + [([{"name": "pwd", "arguments": {}}], None), ([], None)]
+    model = ScriptedModel(script)
+    agent = ToolAgent(model, AgentConfig(max_steps=6, max_repeats=2))
+    with fw.task(input=item.question) as task:
+        outcome = agent.converse(task, item.turns[:2], item.tools, env=BfclEnvironment(item))
+    fw.flush()
+    # turn 1: ls, ls, then the third ls ends the turn unexecuted; turn 2 takes the rest
+    assert [c["name"] for c in outcome.calls] == ["ls", "ls", "ls", "ls", "pwd"]
+    assert len(model.requests) == 3 + 4
+    stored = store.get_task(task.id)
+    assert [s.name for s in stored.steps if s.kind == "tool_call"] == ["ls", "ls", "ls", "ls", "pwd"]
+    notes = [s.data.get("text", "") for s in stored.steps if s.kind == "reasoning"]
+    assert any("ls asked for 3 times in a row" in n for n in notes), notes
+
+
 def test_config_from_a_version():
     from datetime import UTC, datetime
 

@@ -7,7 +7,8 @@ with it and logs every step through the SDK:
 * single-turn: one model call whose tool calls are the answer;
 * multi-turn: for each user turn, call the model, execute its calls in the
   task's environment, feed results (and errors) back, and go on until the
-  model answers without calls or the step budget is spent. A call that fails
+  model answers without calls, repeats the same calls more than
+  ``max_repeats`` steps in a row, or the step budget is spent. A call that fails
   is retried (the error fed back) up to ``max_retries`` times; when a tool
   keeps failing, a fallback tool (``tool_policy.fallback``) is used if set.
 
@@ -43,6 +44,10 @@ class AgentConfig:
     tool_policy: dict[str, Any] = field(default_factory=dict)  # deny, prefer, fallback
     max_retries: int = 1
     max_steps: int = 6
+    # The same calls this many steps in a row end the turn: a small model stuck
+    # repeating itself (a retry after an error is the second; the third changes
+    # nothing but the bill).
+    max_repeats: int = 2
     max_tokens: int = 256
     adapter: str | None = None  # a LoRA adapter (GGUF) for the local model
     few_shot_pool: FewShotPool | None = None  # per-request examples (instead of few_shot)
@@ -301,6 +306,7 @@ class ToolAgent:
         for index, turn in enumerate(turns):
             messages.extend(turn)
             self._log_retrieval(task, messages)
+            previous, repeats = None, 0
             for _ in range(self.config.max_steps):
                 result = self._ask(task, outcome, messages, offered)
                 if result.confidence is not None:
@@ -312,6 +318,12 @@ class ToolAgent:
                     )
                     continue
                 if not result.calls:
+                    break
+                repeats = repeats + 1 if result.calls == previous else 1
+                previous = result.calls
+                if repeats > self.config.max_repeats:
+                    names = ", ".join(c["name"] for c in result.calls)
+                    task.reasoning(f"{names} asked for {repeats} times in a row; ending the turn.")
                     break
                 messages.append(result.as_message())
                 for i, call in enumerate(result.calls):
