@@ -2,7 +2,8 @@
 
 It imports only ``records``, ``config`` and ``errors`` of ours (never the
 store or the server), batches in memory, flushes from a background thread,
-and spools to disk when it cannot deliver.
+spools to disk when it cannot deliver, and writes what the server refuses for
+good to a dead-letter file (``flywheel.sdk.pipeline`` has the rules).
 """
 
 from flywheel.sdk.client import Flywheel, init

@@ -398,7 +398,8 @@ class Pipeline:
             self._dead_letter(body, whole, "refused", status)
             self.counts["rejected"] += n
             return 0
-        failed = [(e["index"], e) for e in delivery.errors if 0 <= e.get("index", -1) < n]
+        # One line per event, even when the server reports several errors of one.
+        failed = list({e["index"]: e for e in delivery.errors if 0 <= e.get("index", -1) < n}.items())
         for _, error in failed[:5]:
             log.warning("flywheel: the server rejected an event: %s", error)
         if failed:

@@ -11,6 +11,7 @@ import httpx
 import orjson
 
 from flywheel.config import Settings
+from flywheel.errors import FlywheelError, PayloadTooLarge
 from flywheel.sdk.pipeline import Delivery, SendOutcome
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,6 @@ class LocalTransport:
         self.ingestor = Ingestor(self.store, settings)
 
     def __call__(self, body: bytes) -> Delivery:
-        from flywheel.errors import FlywheelError, PayloadTooLarge
-
         try:
             result = self.ingestor.ingest_body(body)
         except PayloadTooLarge as exc:
