@@ -232,16 +232,12 @@ def summary(latencies: list[float]) -> dict[str, float]:
 
 def run(backend: str, repeat: int) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="flywheel-hardening-"))
+    database = f"flywheel_bench_{uuid.uuid4().hex[:8]}"
     if backend == "sqlite":
         url = f"sqlite:///{home / 'flywheel.db'}"
     else:
-        from sqlalchemy import create_engine, text
-
-        name = f"flywheel_bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+        url = PG_ADMIN.rsplit("/", 1)[0] + f"/{database}"
+        _postgres(f'CREATE DATABASE "{database}"')
     settings = Settings(database_url=url)
     store = Store.open(settings)
     key, _ = store.create_key("bench", ["ingest"])
@@ -296,7 +292,18 @@ def run(backend: str, repeat: int) -> dict[str, Any]:
                 result["loads"].append(row)
     finally:
         server.stop()
+        if backend == "postgresql":
+            _postgres(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     return result
+
+
+def _postgres(statement: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(statement))
+    admin.dispose()
 
 
 def main() -> None:

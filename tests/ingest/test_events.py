@@ -272,3 +272,31 @@ def test_every_number_the_strict_reader_would_keep_inexactly_is_noticed(value, i
         parsed = json.loads(body)
     if json_problem(parsed) is not None:
         assert _maybe_inexact(body)
+
+
+def test_a_nul_in_a_label_source_or_author_is_replaced(store, settings):
+    events = task_events(steps=1)
+    task_id = events[0]["id"]
+    labels = [
+        {
+            "type": "feedback",
+            "id": new_id(),
+            "task_id": task_id,
+            "rating": 4,
+            "source": "app\x00",
+            "at": now(),
+        },
+        {
+            "type": "correction",
+            "id": new_id(),
+            "task_id": task_id,
+            "output": "x",
+            "author": "a\x00b",
+            "at": now(),
+        },
+    ]
+    result = Ingestor(store, settings).ingest(events + labels)
+    assert (result.stored, result.rejected) == (5, [])
+    task = store.get_task(task_id)
+    assert task.feedback[0]["source"] == "app\ufffd"
+    assert task.corrections[0]["author"] == "a\ufffdb"
