@@ -1,9 +1,10 @@
 """Decoding a batch of events: JSON -> validated events -> redacted rows.
 
-A batch is ``{"events": [...]}`` (or a bare JSON array). The whole batch is
-validated at once (fast, in pydantic-core); only when that fails is each event
-validated alone, so that every bad event gets its own error and the good ones
-are kept.
+A batch is ``{"events": [...]}`` (or a bare JSON array). It is read once and
+validated in slices of events (fast, in pydantic-core, and short enough that
+no single call holds the GIL for long); only a slice that fails has each of
+its events validated alone, so that every bad event gets its own error and the
+good ones are kept.
 
 Whatever is wrong with one event is that event's error, never the batch's:
 besides its fields, a value JSON columns cannot hold exactly (NaN or an
