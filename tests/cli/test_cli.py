@@ -48,7 +48,7 @@ def test_every_command_has_help(cli):
 
 def test_db_upgrade_reports_the_revision(cli):
     out = json.loads(cli("db", "upgrade", "--json").stdout)
-    assert out["to"] == "0011"
+    assert out["to"] == "0012"
 
 
 def test_keys_create_list_revoke(cli, store):

@@ -9,14 +9,14 @@ def test_migrations_create_exactly_the_declared_schema(store):
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
     assert diff == []
-    assert current_revision(store.engine) == "0011"
+    assert current_revision(store.engine) == "0012"
 
 
 def test_opening_twice_is_a_no_op(settings, store):
     from flywheel.store import Store
 
     with Store.open(settings) as again:
-        assert current_revision(again.engine) == "0011"
+        assert current_revision(again.engine) == "0012"
 
 
 def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path):

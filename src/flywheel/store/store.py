@@ -182,6 +182,28 @@ class Store(CurationQueries, EvalSetQueries, SeedQueries):
     def write_batch(self, batch: RowBatch, *, assemble: TraceAssembler | None = None) -> WriteResult:
         return self.write_batches([batch], assemble=assemble)[0]
 
+    def write_labels(self, batch: RowBatch, then: Callable[[Connection, WriteResult], None]) -> WriteResult:
+        """Insert a batch of labels (feedback, corrections, annotations) and run ``then``
+        (a review item's state, the audit event) in the same transaction: all or none."""
+        result = WriteResult()
+        with self._writing() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                for part, statement in self._statements:
+                    rows = getattr(batch, part)
+                    if not rows:
+                        continue
+                    if part not in ("feedback", "corrections", "annotations"):
+                        raise InvalidInput(f"write_labels writes labels only, not {part}")
+                    cursor.executemany(statement.sql, statement.params(rows))
+                    stored = max(cursor.rowcount, 0)
+                    result.stored += stored
+                    result.duplicates += len(rows) - stored
+            finally:
+                cursor.close()
+            then(conn, result)
+        return result
+
     def _assemble_traces(
         self, conn: Connection, cursor: Any, traces: list[str], assemble: TraceAssembler
     ) -> None:
@@ -463,6 +485,35 @@ class Store(CurationQueries, EvalSetQueries, SeedQueries):
                 .first()
             )
         return _key(row) if row else None
+
+    def session_key(self, key_id: str, session_id: str) -> ApiKey | None:
+        """The active key of a reviewer's session, or None when the key is revoked or
+        the session was ended (logged out)."""
+        c, r = t.api_keys.c, t.revoked_sessions.c
+        ended = exists().where(r.id == hash_key(session_id))
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(t.api_keys).where(c.id == key_id, c.revoked_at.is_(None), ~ended))
+                .mappings()
+                .first()
+            )
+        return _key(row) if row else None
+
+    def end_session(self, session_id: str, key_id: str, expires_at: datetime, *, actor: str) -> None:
+        """Make a reviewer's session invalid before it expires (logout). Sessions that
+        expired are forgotten here: their cookies are refused by their expiry."""
+        now = utcnow()
+        r = t.revoked_sessions.c
+        with self._writing() as conn:
+            conn.execute(t.revoked_sessions.delete().where(r.expires_at < now))
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+            conn.execute(
+                insert(t.revoked_sessions).on_conflict_do_nothing(),
+                {"id": hash_key(session_id), "key_id": key_id, "expires_at": expires_at, "ended_at": now},
+            )
+            self._audit(conn, actor, "ui.logout", "api_key", key_id, {})
 
     # -------------------------------------------------------------- audit
 

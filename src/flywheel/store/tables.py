@@ -180,6 +180,18 @@ api_keys = Table(
     Column("revoked_at", Time),
 )
 
+# Reviewers' sessions ended before their expiry (logout): the session id's hash.
+# A row is kept until the session would have expired anyway.
+revoked_sessions = Table(
+    "revoked_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key_id", ID, nullable=False),
+    Column("expires_at", Time, nullable=False),
+    Column("ended_at", Time, nullable=False),
+    Index(None, "expires_at"),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,

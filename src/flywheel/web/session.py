@@ -1,12 +1,14 @@
 """Reviewer sessions and CSRF tokens for the web pages.
 
 Logging in exchanges an API key of scope ``review`` or ``admin`` for a
-session cookie: ``KEY_ID.EXPIRY.SIGNATURE``, signed with HMAC-SHA256 by the
-server's secret (``FLYWHEEL_SESSION_SECRET``, else one generated once and
+session cookie: ``KEY_ID.EXPIRY.SESSION_ID.SIGNATURE``, signed with HMAC-SHA256
+by the server's secret (``FLYWHEEL_SESSION_SECRET``, else one generated once and
 kept in ``FLYWHEEL_HOME/session_secret``, so several workers share it). The
-key is looked up on every request, so revoking it ends its sessions. Every
-form carries a CSRF token bound to the session; scripts may instead send
-``Authorization: Bearer KEY``, which needs no token (no ambient credential).
+key is looked up on every request, so revoking it ends its sessions; logging
+out records the session id as ended in the store (``revoked_sessions``, kept
+until the cookie would have expired), so a copy of the cookie stops working
+too. Every form carries a CSRF token bound to the session; scripts may instead
+send ``Authorization: Bearer KEY``, which needs no token (no ambient credential).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import hmac
 import os
 import secrets
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import Request
@@ -24,11 +28,18 @@ from flywheel.config import Settings
 from flywheel.errors import Forbidden, Unauthorized
 from flywheel.store import ApiKey
 
-__all__ = ["COOKIE", "SessionSigner", "UI_SCOPES", "current_user"]
+__all__ = ["COOKIE", "Session", "SessionSigner", "UI_SCOPES", "current_user"]
 
 COOKIE = "flywheel_session"
 UI_SCOPES = {"review", "admin"}
 SESSION_SECONDS = 12 * 3600
+
+
+@dataclass(frozen=True)
+class Session:
+    key_id: str
+    id: str
+    expires_at: datetime
 
 
 def _secret(settings: Settings) -> bytes:
@@ -58,18 +69,23 @@ class SessionSigner:
         return hmac.new(self.secret, message.encode(), hashlib.sha256).hexdigest()
 
     def issue(self, key_id: str, *, seconds: int = SESSION_SECONDS) -> str:
-        body = f"{key_id}.{int(time.time()) + seconds}"
+        body = f"{key_id}.{int(time.time()) + seconds}.{secrets.token_hex(16)}"
         return f"{body}.{self._mac(body)}"
 
-    def key_id(self, cookie: str) -> str | None:
-        """The key id of a valid, unexpired session cookie, else None."""
-        key_id, _, rest = cookie.partition(".")
-        expiry, _, mac = rest.partition(".")
-        if not (key_id and expiry.isdigit() and mac):
+    def read(self, cookie: str) -> Session | None:
+        """The session of a well-signed, unexpired cookie, else None (whether it was
+        ended by a logout is the store's to say)."""
+        parts = cookie.split(".")
+        if len(parts) != 4:
             return None
-        if not hmac.compare_digest(mac, self._mac(f"{key_id}.{expiry}")):
+        key_id, expiry, session_id, mac = parts
+        if not (key_id and expiry.isdigit() and session_id and mac):
             return None
-        return key_id if int(expiry) > time.time() else None
+        if not hmac.compare_digest(mac, self._mac(f"{key_id}.{expiry}.{session_id}")):
+            return None
+        if int(expiry) <= time.time():
+            return None
+        return Session(key_id, session_id, datetime.fromtimestamp(int(expiry), UTC))
 
     def csrf(self, cookie: str) -> str:
         return self._mac(f"csrf:{cookie}")
@@ -94,8 +110,8 @@ def current_user(request: Request) -> tuple[ApiKey, str | None]:
         key = state.store.find_key(secret.strip())
     else:
         cookie = request.cookies.get(COOKIE)
-        key_id = state.signer.key_id(cookie) if cookie else None
-        key = state.store.get_key(key_id) if key_id else None
+        session = state.signer.read(cookie) if cookie else None
+        key = state.store.session_key(session.key_id, session.id) if session else None
     if key is None:
         raise Unauthorized("log in with a key of scope review or admin", hint="open /ui/login")
     if not UI_SCOPES.intersection(key.scopes):
