@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from flywheel.curate.examples import schema_problem
 from flywheel.errors import InvalidInput
 from flywheel.ingest import Ingestor
-from flywheel.records import Task, new_id, utcnow
+from flywheel.records import Task, utcnow
+from flywheel.review.labels import label_id, store_label
 from flywheel.store import Store
 from flywheel.store import tables as t
 
@@ -35,6 +36,7 @@ class ReviewOutcome:
     task_id: str
     action: str
     state: str | None
+    stored: bool = True  # false: the same action was stored before (a resubmitted form)
 
 
 def tools_of(task: Task) -> dict[str, dict[str, Any]]:
@@ -74,7 +76,7 @@ def _tool_calls(task: Task, calls: Any) -> list[dict[str, Any]]:
 
 
 def _event(task: Task, action: str, data: dict[str, Any], author: str) -> dict[str, Any]:
-    base = {"id": new_id(), "task_id": task.id, "at": utcnow().isoformat()}
+    base = {"task_id": task.id}
     if action == "correct_output":
         if data.get("output") in (None, ""):
             raise InvalidInput("give the corrected output")
@@ -102,30 +104,22 @@ def review(
     data: dict[str, Any] | None = None,
     *,
     reviewer: str,
+    nonce: str | None = None,
 ) -> ReviewOutcome:
-    """Apply one review action to a task; raises InvalidInput on bad input, NotFound
-    for an unknown task."""
+    """Apply one review action to a task: the label, the review item's state and the
+    audit event in one transaction. The label's id derives from the reviewer, the
+    task, the action's content and ``nonce`` (the page's form id): the same action
+    sent twice is stored once (``flywheel.review.labels``). Raises InvalidInput on
+    bad input, NotFound for an unknown task."""
     if action not in ACTIONS:
         raise InvalidInput(f"unknown review action {action!r}; known: {', '.join(ACTIONS)}")
     task = store.get_task(task_id)
     event = _event(task, action, dict(data or {}), reviewer)
-    result = ingestor.ingest([event])
-    if result.rejected:
-        problem = result.rejected[0]
-        raise InvalidInput(f"{problem.field}: {problem.message}")
+    event["id"] = label_id(reviewer, task_id, event, nonce)
+    event["at"] = utcnow().isoformat()
     state = ACTIONS[action]
-    now = utcnow()
-    with store._writing() as conn:
-        if state is not None:
-            conn.execute(
-                update(t.review_items)
-                .where(t.review_items.c.task_id == task_id)
-                .values(state=state, reviewer=reviewer, updated_at=now)
-            )
-        store._audit(
-            conn, reviewer, f"review.{action}", "task", task_id, {"label_id": event["id"], "state": state}
-        )
-    return ReviewOutcome(event["id"], task_id, action, state)
+    label = store_label(store, ingestor, event, actor=reviewer, action=f"review.{action}", state=state)
+    return ReviewOutcome(label.id, task_id, action, state, stored=label.stored)
 
 
 def next_item(store: Store, workload: str | None = None, *, skip: str | None = None) -> dict[str, Any] | None:
