@@ -88,7 +88,7 @@ def bench(url: str, tasks: int, requests: int) -> dict[str, object]:
     headers = {"Authorization": f"Bearer {key}"}
     rng = random.Random(2)
     results: dict[str, dict[str, float]] = {}
-    with TestClient(create_app(settings, store=store)) as client:
+    with TestClient(create_app(settings, store=store), base_url="http://localhost") as client:
         deep = "/ui/tasks"
         for _ in range(100):  # follow "older tasks" 100 pages down
             page = client.get(deep, headers=headers).text

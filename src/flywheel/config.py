@@ -103,11 +103,18 @@ class Settings(BaseSettings):
     )
     auth: bool = Field(
         True,
-        description="Require an API key on every endpoint but /healthz. Can be turned off "
-        "only for a server listening on a loopback address.",
+        description="Require an API key on every endpoint but /healthz, /openapi.json and /docs "
+        "(the description of the API, the same for every server). Can be turned off only for "
+        "a server listening on a loopback address.",
     )
     host: str = Field("127.0.0.1", description="Address `flywheel serve` listens on.")
     port: int = Field(8420, ge=1, le=65535, description="Port `flywheel serve` listens on.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the server answers to besides localhost, FLYWHEEL_HOST and any IP "
+        'address (a defence against DNS rebinding), e.g. ["flywheel.example.com"]; ".example.com" '
+        'admits its subdomains, ["*"] any name. Another name is refused with a 403.',
+    )
 
     @field_validator("redact")
     @classmethod

@@ -4,7 +4,8 @@
     ├── ConfigError                500  a setting or config file is wrong
     ├── NotFound                   404  a record does not exist
     ├── InvalidInput               400  a request or argument is malformed
-    │   └── PayloadTooLarge        413  body or batch over the limit
+    │   ├── PayloadTooLarge        413  body or batch over the limit
+    │   └── UnsupportedMediaType   415  a body of a type the route does not take
     ├── Unauthorized               401  no key, or a key that is unknown or revoked
     ├── Forbidden                  403  the key's scope does not allow this
     ├── Conflict                   409  the record changed under you (a lost race)
@@ -27,6 +28,7 @@ __all__ = [
     "PayloadTooLarge",
     "StoreUnavailable",
     "Unauthorized",
+    "UnsupportedMediaType",
 ]
 
 
@@ -56,6 +58,10 @@ class InvalidInput(FlywheelError):
 
 class PayloadTooLarge(InvalidInput):
     status = 413
+
+
+class UnsupportedMediaType(InvalidInput):
+    status = 415
 
 
 class Unauthorized(FlywheelError):

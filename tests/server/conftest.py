@@ -13,7 +13,9 @@ def keys(store) -> dict[str, str]:
 
 @pytest.fixture
 def client(settings, store) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, store=store)) as client:
+    # A browser on this machine names the server by localhost (TestClient's default
+    # "testserver" is not a host the server answers to: flywheel.server.guard).
+    with TestClient(create_app(settings, store=store), base_url="http://localhost") as client:
         yield client
 
 

@@ -66,7 +66,7 @@ def test_oversize_body_is_413(settings, store, keys):
     from fastapi.testclient import TestClient
 
     small = settings.model_copy(update={"max_body_bytes": 2048})
-    with TestClient(create_app(small, store=store)) as client:
+    with TestClient(create_app(small, store=store), base_url="http://localhost") as client:
         response = client.post("/v1/events", content=b"[" + b" " * 4096 + b"]", headers=auth(keys["ingest"]))
     assert response.status_code == 413
     assert "the limit is 2048" in response.json()["error"]["message"]

@@ -44,7 +44,7 @@ class Stubborn:
 
 @pytest.fixture
 def app_client(settings, store):
-    with TestClient(create_app(settings, store=store)) as client:
+    with TestClient(create_app(settings, store=store), base_url="http://localhost") as client:
         key, _ = store.create_key("ana", ["review"])
         client.headers["Authorization"] = f"Bearer {key}"
         yield client

@@ -285,7 +285,7 @@ def tasks(draw: st.DrawFn) -> tuple[list[dict[str, Any]], str, str]:
 
 @pytest.fixture
 def client(settings, store):
-    with TestClient(create_app(settings, store=store)) as client:
+    with TestClient(create_app(settings, store=store), base_url="http://localhost") as client:
         key, _ = store.create_key("ana", ["review"])
         client.headers["Authorization"] = f"Bearer {key}"
         yield client

@@ -10,18 +10,17 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from flywheel import __version__
 from flywheel.config import Settings
-from flywheel.errors import ConfigError, FlywheelError
+from flywheel.errors import ConfigError, FlywheelError, StoreUnavailable
 from flywheel.ingest import Ingestor
 from flywheel.server import ingest, tasks
 from flywheel.server.auth import require
+from flywheel.server.guard import RequestGuard, error_response
 from flywheel.server.metrics import ServerMetrics, StoreCollector
-from flywheel.server.schemas import EventBatch
 from flywheel.store import ApiKey, Store
 from flywheel.web import pages
 from flywheel.web.session import SessionSigner
@@ -67,7 +66,10 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         version=__version__,
         description="Collect agent traces, curate them, improve the agent, measure, repeat.",
         lifespan=lifespan,
+        docs_url=None,  # ours below: no third-party script on this origin
+        redoc_url=None,
     )
+    app.add_middleware(RequestGuard, settings=settings)
     app.state.settings = settings
     app.state.auth = settings.auth
     app.state.metrics = ServerMetrics()
@@ -77,12 +79,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     async def _flywheel_error(request: Request, exc: FlywheelError) -> Response:
         if exc.status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        if request.url.path.startswith("/ui/"):
-            return pages.html_error(request, exc)
-        body: dict[str, Any] = {"type": type(exc).__name__, "message": exc.message}
-        if exc.hint:
-            body["hint"] = exc.hint
-        return JSONResponse({"error": body}, status_code=exc.status)
+        return error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -96,9 +93,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     @app.get("/healthz", summary="Liveness and database reachability (no key needed)")
     def healthz(request: Request) -> dict[str, str]:
         from sqlalchemy import text
+        from sqlalchemy.exc import OperationalError
 
-        with request.app.state.store.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        try:
+            with request.app.state.store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except OperationalError as exc:
+            raise StoreUnavailable(f"the database cannot be reached: {exc.orig}") from exc
         return {"status": "ok", "version": __version__}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -113,15 +114,16 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            batch = EventBatch.model_json_schema(ref_template="#/components/schemas/{model}")
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(batch.pop("$defs", {}))
-            components["EventBatch"] = batch
-            app.openapi_schema = schema
+            from flywheel.server.openapi import build_openapi  # also a script: imported late
+
+            app.openapi_schema = build_openapi(app)
         return app.openapi_schema
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> Response:
+        """The API reference, rendered here from /openapi.json (no key needed, like the
+        document itself; no script from elsewhere)."""
+        return pages.api_reference(request, app.openapi())
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -88,7 +88,12 @@ def _ci_pct(ci: list[float] | None) -> str:
 def _html(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     key, cookie = getattr(request.state, "user", (None, None))
     csrf = request.app.state.signer.csrf(cookie) if cookie else ""
-    body = _env().get_template(template).render(user=key, csrf=csrf, path=request.url.path, **context)
+    form_id = secrets.token_hex(12)  # a resubmitted form is the same review (flywheel.review.labels)
+    body = (
+        _env()
+        .get_template(template)
+        .render(user=key, csrf=csrf, form_id=form_id, path=request.url.path, **context)
+    )
     return HTMLResponse(body, status_code=status, headers={"Content-Security-Policy": CSP})
 
 
@@ -107,17 +112,9 @@ def _user(request: Request) -> Any:
     return request.state.user[0]
 
 
-def _same_origin(request: Request) -> None:
-    """Browsers name the page a form was posted from; refuse another site's (this also
-    guards a server run with --no-auth, where there is no session to bind a token to)."""
-    origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
-        raise Forbidden(f"a form posted from {origin} is refused", hint="use the pages of this server")
-
-
 async def _form(request: Request) -> dict[str, str]:
-    """A urlencoded form, checked for its CSRF token when the request came with a cookie."""
-    _same_origin(request)
+    """A urlencoded form, checked for its CSRF token when the request came with a cookie
+    (its origin, type and size were checked before: ``flywheel.server.guard``)."""
     body = (await request.body()).decode("utf-8", errors="replace")
     form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
     _, cookie = request.state.user
@@ -143,7 +140,6 @@ def login_page(request: Request, next: str | None = None, error: str | None = No
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    _same_origin(request)
     body = (await request.body()).decode("utf-8", errors="replace")
     form = {k: v[-1] for k, v in parse_qs(body).items()}
     nonce = request.cookies.get(LOGIN_COOKIE, "")
@@ -166,8 +162,14 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    _user(request)
+    key = _user(request)
     await _form(request)
+    _, cookie = request.state.user
+    session = request.app.state.signer.read(cookie) if cookie else None
+    if session is not None:  # a copy of the cookie stops working too
+        request.app.state.store.end_session(
+            session.id, session.key_id, session.expires_at, actor=f"key:{key.name}"
+        )
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(COOKIE)
     return response
@@ -437,11 +439,18 @@ async def review_action(request: Request, task_id: str) -> Response:
     try:
         payload = _payload(action, form, task)
         outcome = review(
-            store, request.app.state.ingestor, task_id, action, payload, reviewer=f"key:{key.name}"
+            store,
+            request.app.state.ingestor,
+            task_id,
+            action,
+            payload,
+            reviewer=f"key:{key.name}",
+            nonce=form.get("form_id") or None,
         )
     except InvalidInput as exc:  # the page again, with what is wrong and the reviewer's input kept
         return _task_view(request, task_id, queue=queue, error=exc.message, form=form)
-    request.app.state.metrics.reviews.labels(action).inc()
+    if outcome.stored:
+        request.app.state.metrics.reviews.labels(action).inc()
     if queue is not None and outcome.state is not None:  # done with this item: the next one
         following = next_item(store, queue or None, skip=task_id)
         if following:
@@ -516,6 +525,17 @@ def static(name: str) -> Response:
     if name not in files:
         raise HTTPException(404)
     return Response((STATIC / name).read_bytes(), media_type=files[name], headers=headers)
+
+
+def api_reference(request: Request, document: dict[str, Any]) -> HTMLResponse:
+    """``/docs``: the OpenAPI document as a page (public, like the document)."""
+    request.state.user = (None, None)
+    operations = [
+        {"path": path, "method": method.upper(), **operation}
+        for path, item in sorted(document.get("paths", {}).items())
+        for method, operation in item.items()
+    ]
+    return _html(request, "api.html", document=document, operations=operations)
 
 
 def html_error(request: Request, exc: FlywheelError) -> HTMLResponse:
