@@ -34,7 +34,6 @@ from pydantic import (
 __all__ = [
     "MAX_CLOCK_SKEW",
     "MAX_SEQ",
-    "NotBool",
     "Adoption",
     "AgentVersion",
     "AnnotationBody",
@@ -51,6 +50,7 @@ __all__ = [
     "KnowledgeRelevance",
     "LLMCallEvent",
     "MissingKnowledge",
+    "NotBool",
     "Preference",
     "ReasoningEvent",
     "RetrievalEvent",
@@ -186,7 +186,7 @@ class TaskFinishedEvent(_Strict):
     ended_at: Timestamp
     output: Any = None
     success: bool | None = Field(description="None when the outcome is unknown")
-    confidence: Annotated[float, NotBool, Field(ge=0.0, le=1.0)] | None = None
+    confidence: Annotated[float, Field(ge=0.0, le=1.0), NotBool] | None = None
     error: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -203,7 +203,7 @@ class TaskFinishedEvent(_Strict):
 class _StepEvent(_Strict):
     id: Id
     task_id: Id
-    seq: Annotated[int, NotBool, Field(ge=0, le=MAX_SEQ)] = 0
+    seq: Annotated[int, Field(ge=0, le=MAX_SEQ), NotBool] = 0
     started_at: Timestamp
     ended_at: Timestamp | None = None
     error: str | None = Field(None, description="what went wrong, short: `Type: message`")
@@ -222,9 +222,9 @@ class LLMCallEvent(_StepEvent):
     messages: list[Any] = Field(default_factory=list)
     tools: list[Any] | None = None
     response: Any = None
-    input_tokens: Annotated[int, NotBool, Field(ge=0)] | None = None
-    output_tokens: Annotated[int, NotBool, Field(ge=0)] | None = None
-    cost: Annotated[float, NotBool, Field(ge=0.0)] | None = None
+    input_tokens: Annotated[int, Field(ge=0), NotBool] | None = None
+    output_tokens: Annotated[int, Field(ge=0), NotBool] | None = None
+    cost: Annotated[float, Field(ge=0.0), NotBool] | None = None
 
 
 class ToolCallEvent(_StepEvent):
@@ -232,7 +232,7 @@ class ToolCallEvent(_StepEvent):
     name: Name
     arguments: Any = None
     output: Any = None
-    attempt: Annotated[int, NotBool, Field(ge=1)] = 1
+    attempt: Annotated[int, Field(ge=1), NotBool] = 1
     fallback: bool = False
 
 
@@ -240,7 +240,7 @@ class FileAccessEvent(_StepEvent):
     type: Literal["file_access"] = "file_access"
     path: Annotated[str, Field(min_length=1, max_length=4096)]
     mode: Literal["read", "write", "modify"]
-    bytes: Annotated[int, NotBool, Field(ge=0)] | None = None
+    bytes: Annotated[int, Field(ge=0), NotBool] | None = None
 
 
 class ReasoningEvent(_StepEvent):
@@ -272,7 +272,7 @@ class FeedbackEvent(_Strict):
     id: Id
     task_id: Id
     thumbs: Annotated[Literal[-1, 1], NotBool] | None = None
-    rating: Annotated[int, NotBool, Field(ge=1, le=5)] | None = None
+    rating: Annotated[int, Field(ge=1, le=5), NotBool] | None = None
     comment: str | None = None
     edited: bool = False
     edited_output: Any = None

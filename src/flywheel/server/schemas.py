@@ -51,7 +51,7 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str | None = Field(None, description="client-generated id, for idempotent retries")
     thumbs: Annotated[Literal[-1, 1], NotBool] | None = None
-    rating: Annotated[int, NotBool, Field(ge=1, le=5)] | None = None
+    rating: Annotated[int, Field(ge=1, le=5), NotBool] | None = None
     comment: str | None = None
     edited: bool = False
     edited_output: Any = None
