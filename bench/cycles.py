@@ -98,7 +98,7 @@ def main() -> None:
         if not isinstance(i, MultiTurnItem)
     ]
     conversations = [i for i in held_items if isinstance(i, MultiTurnItem)]
-    print(f"{len(items)} items: {len(pool)} in the traffic pool, {len(held)} held out", file=sys.stderr)
+    print(f"{len(items)} items: {len(pool)} in the traffic pool, {len(held_items)} held out", file=sys.stderr)
 
     def model_for(config: Any) -> Any:
         return load_model(config.model, adapter=config.adapter, store=store)
