@@ -19,6 +19,7 @@ audit event are committed together, or none of them is.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +39,14 @@ __all__ = ["StoredLabel", "label_id", "store_label"]
 def label_id(author: str, task_id: str, event: dict[str, Any], nonce: str | None = None) -> str:
     """The id of a label the client gave none: the same label sent again gets the same id."""
     content = {k: v for k, v in event.items() if k not in ("id", "author", "task_id", "source")}
-    basis = orjson.dumps(
-        [author, task_id, nonce, content], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-    )
+    try:
+        basis = orjson.dumps(
+            [author, task_id, nonce, content], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+        )
+    except TypeError:
+        # What orjson does not write (an integer beyond 64 bits, a lone surrogate) the
+        # standard library does; validation then refuses the label with a 400.
+        basis = json.dumps([author, task_id, nonce, content], sort_keys=True, default=str).encode()
     return "label-" + hashlib.sha256(basis).hexdigest()[:32]
 
 
