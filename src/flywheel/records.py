@@ -14,6 +14,7 @@ This module imports nothing of ours.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,8 @@ from pydantic import (
 )
 
 __all__ = [
+    "CORRECTION_RULE",
+    "FEEDBACK_RULE",
     "MAX_CLOCK_SKEW",
     "MAX_SEQ",
     "Adoption",
@@ -47,6 +50,7 @@ __all__ = [
     "EventType",
     "FeedbackEvent",
     "FileAccessEvent",
+    "Id",
     "KnowledgeRelevance",
     "LLMCallEvent",
     "MissingKnowledge",
@@ -152,8 +156,70 @@ class AnnotationKind(StrEnum):
     MISSING_KNOWLEDGE = "missing_knowledge"
 
 
+def _document_rules(schema: dict[str, Any]) -> None:
+    """The JSON schema says what validation checks beyond the fields' types.
+
+    A union's tag (an event's ``type``, an annotation's ``kind``) has a default for
+    Python callers, but pydantic picks the member of the union by it: a body must
+    name it. A model's own rule (``FEEDBACK_RULE``, ``CORRECTION_RULE``) is added
+    where the model declares it."""
+    for tag in ("type", "kind"):
+        prop = schema.get("properties", {}).get(tag, {})
+        if "const" in prop:
+            prop.pop("default", None)
+            required = schema.setdefault("required", [])
+            if tag not in required:
+                required.insert(0, tag)
+
+
+def _with(rule: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """``_document_rules`` and a model's own ``rule``."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        _document_rules(schema)
+        schema.update(rule)
+
+    return extra
+
+
+#: What ``FeedbackEvent`` checks beyond its fields (and ``FeedbackRequest``), as JSON schema:
+#: some signal, and an ``edited_output`` only with ``edited: true``.
+FEEDBACK_RULE: dict[str, Any] = {
+    "allOf": [
+        {
+            "anyOf": [
+                {"required": ["thumbs"], "properties": {"thumbs": {"type": "integer"}}},
+                {"required": ["rating"], "properties": {"rating": {"type": "integer"}}},
+                {"required": ["comment"], "properties": {"comment": {"type": "string", "minLength": 1}}},
+                *(
+                    {"required": [flag], "properties": {flag: {"const": True}}}
+                    for flag in ("edited", "retried", "abandoned")
+                ),
+            ]
+        },
+        {
+            "anyOf": [
+                {"properties": {"edited_output": {"type": "null"}}},
+                {"required": ["edited"], "properties": {"edited": {"const": True}}},
+            ]
+        },
+    ]
+}
+
+#: What ``CorrectionEvent`` checks beyond its fields (and ``CorrectionRequest``).
+CORRECTION_RULE: dict[str, Any] = {
+    "anyOf": [
+        {
+            "required": ["output"],
+            "properties": {"output": {"type": ["string", "number", "boolean", "array", "object"]}},
+        },
+        {"required": ["tool_calls"], "properties": {"tool_calls": {"type": "array"}}},
+    ]
+}
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_document_rules)
 
 
 # --------------------------------------------------------------------- tasks
@@ -268,6 +334,8 @@ class FeedbackEvent(_Strict):
     """An end user's reaction: explicit (thumbs, rating, comment) or implicit
     (edited the output, retried, abandoned)."""
 
+    model_config = ConfigDict(json_schema_extra=_with(FEEDBACK_RULE))
+
     type: Literal["feedback"] = "feedback"
     id: Id
     task_id: Id
@@ -304,6 +372,8 @@ class CorrectedToolCall(_Strict):
 
 class CorrectionEvent(_Strict):
     """A human's fixed version of a task's output or tool calls."""
+
+    model_config = ConfigDict(json_schema_extra=_with(CORRECTION_RULE))
 
     type: Literal["correction"] = "correction"
     id: Id

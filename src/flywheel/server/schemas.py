@@ -8,10 +8,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel.records import (
+    CORRECTION_RULE,
+    FEEDBACK_RULE,
     AgentVersion,
     AnnotationBody,
     CorrectedToolCall,
     Event,
+    Id,
     NotBool,
     Task,
 )
@@ -20,6 +23,7 @@ from flywheel.records import (
 class EventBatch(BaseModel):
     """``POST /v1/events``: up to ``FLYWHEEL_MAX_BATCH_EVENTS`` events (a bare array also works)."""
 
+    model_config = ConfigDict(extra="forbid")
     events: list[Event]
 
 
@@ -47,9 +51,15 @@ class TaskList(BaseModel):
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
 
 
+AT = (
+    "when it happened (default: when it is received); at most an hour ahead of the server's "
+    "clock, and within years 1 to 9999 in UTC"
+)
+
+
 class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str | None = Field(None, description="client-generated id, for idempotent retries")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=FEEDBACK_RULE)
+    id: Id | None = Field(None, description="client-generated id, for idempotent retries")
     thumbs: Annotated[Literal[-1, 1], NotBool] | None = None
     rating: Annotated[int, Field(ge=1, le=5), NotBool] | None = None
     comment: str | None = None
@@ -57,22 +67,22 @@ class FeedbackRequest(BaseModel):
     edited_output: Any = None
     retried: bool = False
     abandoned: bool = False
-    at: datetime | None = None
+    at: datetime | None = Field(None, description=AT)
 
 
 class CorrectionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra=CORRECTION_RULE)
+    id: Id | None = None
     output: Any = None
     tool_calls: list[CorrectedToolCall] | None = None
-    at: datetime | None = None
+    at: datetime | None = Field(None, description=AT)
 
 
 class AnnotationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str | None = None
+    id: Id | None = None
     annotation: AnnotationBody
-    at: datetime | None = None
+    at: datetime | None = Field(None, description=AT)
 
 
 class LabelResponse(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -193,7 +193,11 @@ def get_agent_config(
     summary="The bytes of an artefact a version pins (LoRA adapter, knowledge snapshot)",
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def get_artefact_bytes(request: Request, key: IngestKey, ref: str) -> Response:
+def get_artefact_bytes(
+    request: Request,
+    key: IngestKey,
+    ref: Annotated[str, Path(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256: and 64 hex digits")],
+) -> Response:
     from flywheel.store.artefacts import get_artefact
 
     meta, data = get_artefact(request.app.state.store, ref)
