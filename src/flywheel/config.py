@@ -56,7 +56,10 @@ class Settings(BaseSettings):
         "NORMAL: it survives a process crash only.",
     )
     max_body_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest request body the server accepts (413 above)."
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body the server accepts (413 above), as sent and, for a "
+        "gzip body, after decompression too.",
     )
     max_batch_events: int = Field(
         10_000, ge=1, description="Most events in one POST /v1/events batch (413 above)."
