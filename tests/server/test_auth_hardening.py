@@ -267,6 +267,17 @@ def test_a_tampered_or_old_format_session_cookie_is_refused(settings, store):
 # ------------------------------------------------------------------ finding 11
 
 
+def test_a_nul_in_a_path_or_query_parameter_is_a_400_not_a_database_error(client, keys):
+    """PostgreSQL cannot compare a text with a NUL (schemathesis found the 500 on
+    GET /v1/stats?workload=...%00); no name, id or filter holds one."""
+    auth = {"Authorization": f"Bearer {keys['admin']}"}
+    for url in ("/v1/stats?workload=shop%00", "/v1/tasks?session_id=a%00b", "/v1/tasks/t%00"):
+        answer = client.get(url, headers=auth)
+        assert answer.status_code == 400, (url, answer.text)
+        assert "NUL character" in answer.json()["error"]["message"]
+    assert client.get("/v1/stats?workload=shop", headers=auth).status_code == 200
+
+
 def test_the_api_document_and_reference_are_public_and_say_what_routes_answer(client):
     document = client.get("/openapi.json")
     assert document.status_code == 200  # no key: it describes the code, not the data

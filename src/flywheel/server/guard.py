@@ -16,6 +16,8 @@ included): the host it names, the site it comes from, the type and size of its b
   ``application/x-www-form-urlencoded`` (415 else). A body without a type is
   read as the route's own: only non-browser clients send one, since a browser
   always sends an Origin on a POST.
+- **NUL**: a path or query parameter with a NUL character is refused (400):
+  no name, id or filter holds one, and PostgreSQL cannot compare one.
 - **Size**: a body is cut off at ``FLYWHEEL_MAX_BODY_BYTES`` (the unauthenticated
   login form at 16 KiB) while it is read, before anything parses it (413).
 
@@ -35,7 +37,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flywheel.config import Settings
-from flywheel.errors import FlywheelError, Forbidden, PayloadTooLarge, UnsupportedMediaType
+from flywheel.errors import FlywheelError, Forbidden, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = ["LOGIN_BODY_BYTES", "RequestGuard", "error_response", "host_allowed", "same_origin"]
 
@@ -45,6 +47,7 @@ JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 PROTOBUF = "application/x-protobuf"
 OTLP_PATHS = frozenset({"/v1/traces", "/v1/logs"})
+UNPARAMETERISED = frozenset({"/healthz", "/metrics"})  # they read no path or query parameter
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
@@ -134,6 +137,15 @@ class RequestGuard:
             raise Forbidden(
                 f"this server does not answer to the host name {host!r}",
                 hint="name it by localhost or an IP address, or add the name to FLYWHEEL_ALLOWED_HOSTS",
+            )
+        # No name, id or filter holds a NUL, and PostgreSQL cannot even compare
+        # one: refuse it here rather than let it reach a query (the probes read none).
+        if path not in UNPARAMETERISED and (
+            "\x00" in path or any("\x00" in k or "\x00" in v for k, v in request.query_params.multi_items())
+        ):
+            raise InvalidInput(
+                "the URL has a NUL character (%00) in its path or a query parameter",
+                hint="remove it: no name, id or filter contains one",
             )
         if request.method not in STATE_CHANGING:
             return
