@@ -29,10 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,61 +47,10 @@ from flywheel.config import Settings
 from flywheel.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from ingest import Server, commit_id  # noqa: E402  (bench/ingest.py: the same live server)
+
 PG_ADMIN = os.environ.get("FLYWHEEL_TEST_PG", "postgresql+psycopg://root@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def commit_id() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
-class Server:
-    def __init__(self, database_url: str, home: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "FLYWHEEL_DATABASE_URL": database_url,
-            "FLYWHEEL_HOME": str(home),
-            "FLYWHEEL_PORT": str(self.port),
-        }
-        env.pop("FLYWHEEL_URL", None)
-        self.log = open(home / "server.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "flywheel.cli", "serve"],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(300):
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not start; see {home / 'server.log'}")
-
-    def rss_mb(self) -> float:
-        with open(f"/proc/{self.process.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(20)
-        self.log.close()
 
 
 # ---------------------------------------------------------------- loads

@@ -104,7 +104,7 @@ class Server:
                     return
             except httpx.TransportError:
                 time.sleep(0.1)
-        raise RuntimeError("server did not start")
+        raise RuntimeError(f"server did not start; see {home / 'server.log'}")
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.process.pid}/status") as f:
