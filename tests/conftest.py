@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, text
+from tests.helpers import truncate_tables
 
 from flywheel.config import Settings
 from flywheel.store import Store
-from flywheel.store.tables import metadata
 
 PG_ADMIN_URL = os.environ.get("FLYWHEEL_TEST_PG", "postgresql+psycopg://root@127.0.0.1:5432/test")
 
@@ -69,13 +69,7 @@ def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
         return
     url = request.getfixturevalue("pg_database")
     yield url
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        existing = set(inspect(conn).get_table_names())
-        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables if t.name in existing)
-        if names:
-            conn.execute(text(f"TRUNCATE {names}"))
-    engine.dispose()
+    truncate_tables(url)
 
 
 @pytest.fixture

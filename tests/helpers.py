@@ -1,4 +1,4 @@
-"""Small builders of valid events, shared by tests."""
+"""Small builders of valid events, and a database reset, shared by tests."""
 
 from __future__ import annotations
 
@@ -6,6 +6,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flywheel.records import new_id
+
+
+def truncate_tables(url: str) -> None:
+    """Empty every table of our schema in the database at ``url`` (PostgreSQL)."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from flywheel.store.tables import metadata
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        existing = set(inspect(conn).get_table_names())
+        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables if t.name in existing)
+        if names:
+            conn.execute(text(f"TRUNCATE {names}"))
+    engine.dispose()
 
 
 def now() -> str:

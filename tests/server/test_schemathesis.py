@@ -41,14 +41,12 @@ from schemathesis.core.failures import Failure
 from schemathesis.core.transport import Response
 from schemathesis.hooks import HookContext
 from schemathesis.openapi.checks import RejectedPositiveData
-from sqlalchemy import create_engine, inspect, text
-from tests.helpers import task_events
+from tests.helpers import task_events, truncate_tables
 from tests.live import LiveServer
 from tests.server.conftest import auth
 
 from flywheel.config import Settings
 from flywheel.store import Store
-from flywheel.store.tables import metadata
 
 pytestmark = pytest.mark.slow
 
@@ -132,16 +130,6 @@ class Api:
     requests: int = 0
 
 
-def _truncate(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        existing = set(inspect(conn).get_table_names())
-        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables if t.name in existing)
-        if names:
-            conn.execute(text(f"TRUNCATE {names}"))
-    engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def api(
     backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -168,7 +156,7 @@ def api(
         print(f"\nschemathesis on {backend}: {api.requests} requests, {time.monotonic() - started:.1f} s")
         server.stop()
         if backend != "sqlite":
-            _truncate(url)
+            truncate_tables(url)
 
 
 @schema.parametrize()
